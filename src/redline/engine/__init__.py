@@ -1,0 +1,23 @@
+"""redline's detection engine: rules as data, Hyperscan prefilter, exact extraction with ``re``."""
+
+from redline.engine.finding import Confidence, Finding, Fingerprinter, Kind, redacted_snippet
+from redline.engine.rules import Rule, RuleError, builtin_rules, load_rule_paths
+from redline.engine.scanner import Scanner, default_scanner, iter_text_chunks, scan_bytes, scan_stream, scan_text
+
+__all__ = [
+    "Confidence",
+    "Finding",
+    "Fingerprinter",
+    "Kind",
+    "Rule",
+    "RuleError",
+    "Scanner",
+    "builtin_rules",
+    "default_scanner",
+    "iter_text_chunks",
+    "load_rule_paths",
+    "redacted_snippet",
+    "scan_bytes",
+    "scan_stream",
+    "scan_text",
+]

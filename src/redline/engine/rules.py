@@ -1,0 +1,242 @@
+"""Rules are data: this module loads and checks rule files (TOML), it holds no detection logic of its own."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from redline.engine.finding import CONFIDENCES, KINDS, Confidence, Kind
+from redline.engine.validators import Validator, get_validator, not_placeholder
+
+PATTERN_FLAGS = re.ASCII | re.MULTILINE
+EXTENDS = ("json-container", "transcript")
+
+
+class RuleError(ValueError):
+    """A rule file is wrong. The message names the file, the line and what to change."""
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    name: str
+    kind: Kind
+    confidence: Confidence
+    pattern: str
+    regex: re.Pattern[str] = field(repr=False, compare=False)
+    keywords: tuple[str, ...] = ()
+    validator_names: tuple[str, ...] = ()
+    validators: tuple[Validator, ...] = field(default=(), repr=False, compare=False)
+    context: tuple[str, ...] = ()
+    context_window: int = 64
+    confidence_without_context: Confidence | None = None
+    priority: int = 0
+    multiline: bool = False
+    enabled: bool = True
+    extend: str | None = None
+    min_turns: int = 2
+    fix: str = ""
+    references: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    examples: tuple[Example, ...] = ()
+    negative_examples: tuple[str, ...] = ()
+    source: str = ""
+
+    @property
+    def value_group(self) -> int | str:
+        return "value" if "value" in self.regex.groupindex else 0
+
+    def accepts(self, value: str) -> bool:
+        return all(v(value) for v in self.validators)
+
+
+_FIELDS = {
+    "id", "name", "kind", "confidence", "pattern", "keywords", "validators", "context", "context_window",
+    "confidence_without_context", "priority", "multiline", "enabled", "extend", "min_turns", "fix",
+    "references", "tags", "examples", "negative_examples",
+}
+_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+
+
+def _line_of(source_text: str, rule_id: str | None, index: int) -> int:
+    """Best-effort line number of a rule inside its file (tomllib keeps none for semantic errors)."""
+    if rule_id:
+        m = re.search(r'^\s*id\s*=\s*["\']' + re.escape(rule_id) + r'["\']', source_text, re.MULTILINE)
+        if m:
+            return source_text.count("\n", 0, m.start()) + 1
+    starts = [m.start() for m in re.finditer(r"^\s*\[\[rules\]\]", source_text, re.MULTILINE)]
+    if index < len(starts):
+        return source_text.count("\n", 0, starts[index]) + 1
+    return 1
+
+
+def _str_list(raw: Any, what: str) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if isinstance(raw, str) or not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+        raise ValueError(f"{what} must be a list of strings")
+    return tuple(raw)
+
+
+def _parse_rule(raw: dict[str, Any], where: str) -> Rule:
+    unknown = set(raw) - _FIELDS
+    if unknown:
+        raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+    for key in ("id", "name", "kind", "confidence", "pattern"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise ValueError(f"missing or empty field {key!r}")
+    rule_id: str = raw["id"]
+    if not _ID.match(rule_id):
+        raise ValueError(f"id {rule_id!r} must be kebab-case (a-z, 0-9, dashes)")
+    kind = raw["kind"]
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    confidence = raw["confidence"]
+    if confidence not in CONFIDENCES:
+        raise ValueError(f"confidence must be one of {', '.join(CONFIDENCES)}, not {confidence!r}")
+    cwc = raw.get("confidence_without_context")
+    if cwc is not None and cwc not in CONFIDENCES:
+        raise ValueError(f"confidence_without_context must be one of {', '.join(CONFIDENCES)}")
+    try:
+        regex = re.compile(raw["pattern"], PATTERN_FLAGS)
+    except re.error as exc:
+        raise ValueError(f"pattern does not compile: {exc}") from exc
+    if regex.match(""):
+        raise ValueError("pattern matches the empty string")
+    keywords = _str_list(raw.get("keywords"), "keywords")
+    if any(not k for k in keywords):
+        raise ValueError("keywords must not be empty strings")
+    multiline = bool(raw.get("multiline", False))
+    if multiline and not keywords:
+        raise ValueError("multiline rules need keywords")
+    names = _str_list(raw.get("validators"), "validators")
+    validators = [get_validator(n) for n in names]
+    if kind == "secret":
+        validators.append(not_placeholder)
+    extend = raw.get("extend")
+    if extend is not None and extend not in EXTENDS:
+        raise ValueError(f"extend must be one of {', '.join(EXTENDS)}")
+    examples = []
+    for ex in raw.get("examples") or []:
+        if isinstance(ex, str):
+            examples.append(Example(ex))
+        elif isinstance(ex, dict) and isinstance(ex.get("text"), str):
+            value = ex.get("value")
+            if value is not None and not isinstance(value, str):
+                raise ValueError("example value must be a string")
+            examples.append(Example(ex["text"], value))
+        else:
+            raise ValueError("each example is a string or a table with text (and value)")
+    if not examples:
+        raise ValueError("a rule needs at least one example")
+    negatives = _str_list(raw.get("negative_examples"), "negative_examples")
+    if kind == "secret" and not negatives:
+        raise ValueError("secret rules need negative_examples")
+    for key in ("context_window", "priority", "min_turns"):
+        if key in raw and (not isinstance(raw[key], int) or isinstance(raw[key], bool)):
+            raise ValueError(f"{key} must be an integer")
+    return Rule(
+        id=rule_id,
+        name=raw["name"],
+        kind=kind,
+        confidence=confidence,
+        pattern=raw["pattern"],
+        regex=regex,
+        keywords=keywords,
+        validator_names=names,
+        validators=tuple(validators),
+        context=tuple(w.lower() for w in _str_list(raw.get("context"), "context")),
+        context_window=raw.get("context_window", 64),
+        confidence_without_context=cwc,
+        priority=raw.get("priority", 0),
+        multiline=multiline,
+        enabled=bool(raw.get("enabled", True)),
+        extend=extend,
+        min_turns=raw.get("min_turns", 2),
+        fix=str(raw.get("fix", "")),
+        references=_str_list(raw.get("references"), "references"),
+        tags=_str_list(raw.get("tags"), "tags"),
+        examples=tuple(examples),
+        negative_examples=negatives,
+        source=where,
+    )
+
+
+def parse_rules(text: str, source: str) -> list[Rule]:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RuleError(f"{source}: not valid TOML: {exc}") from None
+    entries = data.get("rules")
+    if not isinstance(entries, list) or not entries:
+        raise RuleError(f"{source}:1: no [[rules]] entries")
+    rules = []
+    for i, raw in enumerate(entries):
+        rid = raw.get("id") if isinstance(raw, dict) else None
+        line = _line_of(text, rid if isinstance(rid, str) else None, i)
+        try:
+            rules.append(_parse_rule(raw, f"{source}:{line}"))
+        except ValueError as exc:
+            label = f"rule {rid!r}" if isinstance(rid, str) else f"rule #{i + 1}"
+            raise RuleError(f"{source}:{line}: {label}: {exc}") from None
+    return rules
+
+
+def load_rule_file(path: Path) -> list[Rule]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RuleError(f"{path}: cannot read rule file: {exc}") from None
+    return parse_rules(text, str(path))
+
+
+def load_rule_paths(paths: Iterable[str | Path]) -> list[Rule]:
+    rules: list[Rule] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files = sorted(path.rglob("*.toml"))
+            if not files:
+                raise RuleError(f"{path}: no .toml rule files in this folder")
+            for f in files:
+                rules.extend(load_rule_file(f))
+        elif path.is_file():
+            rules.extend(load_rule_file(path))
+        else:
+            raise RuleError(f"{path}: no such rule file or folder")
+    return rules
+
+
+def builtin_rules() -> list[Rule]:
+    root = resources.files("redline") / "rules"
+    rules: list[Rule] = []
+
+    def walk(node: Any, rel: str) -> None:
+        for child in sorted(node.iterdir(), key=lambda c: c.name):
+            name = f"{rel}/{child.name}" if rel else child.name
+            if child.is_dir():
+                walk(child, name)
+            elif child.name.endswith(".toml"):
+                rules.extend(parse_rules(child.read_text(encoding="utf-8"), f"rules/{name}"))
+
+    walk(root, "")
+    return rules
+
+
+def check_unique(rules: Sequence[Rule]) -> None:
+    seen: dict[str, str] = {}
+    for r in rules:
+        if r.id in seen:
+            raise RuleError(f"{r.source}: rule id {r.id!r} is already defined at {seen[r.id]}")
+        seen[r.id] = r.source

@@ -1,0 +1,351 @@
+"""The scanner: runs rules over text and turns matches into findings.
+
+Work is split into blocks of whole lines. The matcher says which rules may match in each block; only those
+rules' regular expressions run there. Matches are validated (checksums, entropy, placeholders), checked for
+context words, extended for chat transcripts, then overlapping findings are resolved.
+"""
+
+from __future__ import annotations
+
+import codecs
+import re
+from bisect import bisect_left, insort
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO
+
+from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
+from redline.engine.matcher import Matcher, make_matcher
+from redline.engine.rules import Rule, RuleError, builtin_rules, check_unique, load_rule_paths
+from redline.engine.textview import TextView
+
+BLOCK_CHARS = 16 * 1024
+MAX_LINE_CHARS = 1024 * 1024
+STREAM_CHUNK_CHARS = 4 * 1024 * 1024
+ALLOW_MARKER = "redline:allow"
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_SPEAKER = re.compile(
+    r"[ \t]*(?:[-*>#]+[ \t]*)?(?P<who>user|human|customer|me|you|assistant|ai|bot|model|system|chatgpt|claude|"
+    r"deepseek|gpt|用户|助手|系统|问|答)[ \t]*(?:\([^)\n]{0,40}\))?[ \t]*[:：]",
+    re.IGNORECASE,
+)
+_TIMESTAMP_LINE = re.compile(r"[ \t]*(?:\[?\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}|(?:INFO|WARN|ERROR|DEBUG)\b)")
+_MAX_TRANSCRIPT_CHARS = 256 * 1024
+_MESSAGE_TEXT = re.compile(r'"(?:content|text)"\s*:\s*"(?:[^"\\]|\\.)')
+
+
+def iter_blocks(text: str, size: int = BLOCK_CHARS) -> Iterator[tuple[int, int]]:
+    """Contiguous ``[a, b)`` blocks ending just after a newline, about ``size`` characters each.
+
+    A line longer than MAX_LINE_CHARS is cut (at whitespace when there is some near the cut), so that a file
+    with no newlines still streams.
+    """
+    n = len(text)
+    a = 0
+    while a < n:
+        if n - a <= size:
+            yield a, n
+            return
+        nl = text.find("\n", a + size, a + MAX_LINE_CHARS)
+        if nl != -1:
+            b = nl + 1
+        else:
+            nl = text.rfind("\n", a, a + size)
+            if nl != -1:
+                b = nl + 1
+            else:
+                cut = a + MAX_LINE_CHARS
+                if cut >= n:
+                    yield a, n
+                    return
+                ws = max(text.rfind(" ", cut - 4096, cut), text.rfind("\t", cut - 4096, cut))
+                b = ws + 1 if ws != -1 else cut
+        yield a, b
+        a = b
+
+
+def _json_container_end(text: str, open_pos: int, limit: int) -> int:
+    """Index just past the bracket that closes the one at ``open_pos``; -1 when it is not closed in time."""
+    depth = 0
+    for m in _JSON_TOKEN.finditer(text, open_pos, limit):
+        tok = m.group()
+        if tok[0] == '"':
+            continue
+        if tok in "[{":
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0:
+                return m.end()
+    return -1
+
+
+def _transcript_end(text: str, start: int) -> tuple[int, int, int]:
+    """Extend a transcript from its first speaker line: (end, turns, distinct speakers)."""
+    pos = start
+    n = len(text)
+    limit = min(n, start + _MAX_TRANSCRIPT_CHARS)
+    end = start
+    turns = 0
+    speakers: set[str] = set()
+    blank_run = 0
+    while pos < limit:
+        nl = text.find("\n", pos)
+        line_end = n if nl == -1 else nl
+        line = text[pos:line_end]
+        m = _SPEAKER.match(line)
+        if m:
+            turns += 1
+            speakers.add(m.group("who").lower())
+            end = line_end
+            blank_run = 0
+        elif not line.strip():
+            blank_run += 1
+            if blank_run > 1:
+                break
+        elif turns and not _TIMESTAMP_LINE.match(line):
+            end = line_end
+            blank_run = 0
+        else:
+            break
+        if nl == -1:
+            break
+        pos = nl + 1
+    return end, turns, len(speakers)
+
+
+class Scanner:
+    """Finds secrets, personal data and chat transcripts in text.
+
+    ``rules``: the rule set (built-in rules when None). ``extra_rule_paths``: rule files or folders to add;
+    a rule there with a built-in rule's id replaces it. ``disabled`` / ``enabled``: rule ids to turn off /
+    on (rules with ``enabled = false`` run only when named here). ``backend``: ``auto``, ``hyperscan`` or
+    ``re``. ``fingerprint_key``: HMAC key for fingerprints (else REDLINE_FINGERPRINT_KEY, else random).
+    ``baseline``: fingerprints to drop. ``decode_json``: also match inside JSON string escapes.
+    """
+
+    def __init__(
+        self,
+        rules: Sequence[Rule] | None = None,
+        *,
+        extra_rule_paths: Iterable[str | Path] = (),
+        disabled: Iterable[str] = (),
+        enabled: Iterable[str] = (),
+        kinds: Iterable[str] | None = None,
+        backend: str | None = None,
+        fingerprint_key: bytes | str | None = None,
+        baseline: Iterable[str] = (),
+        decode_json: bool = True,
+        allow_marker: bool = True,
+    ) -> None:
+        base = list(builtin_rules() if rules is None else rules)
+        check_unique(base)
+        extra = load_rule_paths(extra_rule_paths)
+        check_unique(extra)
+        by_id = {r.id: r for r in base}
+        for r in extra:
+            by_id[r.id] = r
+        all_rules = list(by_id.values())
+        known = set(by_id)
+        disabled = set(disabled)
+        enabled = set(enabled)
+        unknown = (disabled | enabled) - known
+        if unknown:
+            raise RuleError(f"unknown rule id(s): {', '.join(sorted(unknown))}")
+        kind_set = set(kinds) if kinds is not None else None
+        self.all_rules: tuple[Rule, ...] = tuple(all_rules)
+        self.rules: tuple[Rule, ...] = tuple(
+            r for r in all_rules
+            if r.id not in disabled
+            and (r.enabled or r.id in enabled)
+            and (kind_set is None or r.kind in kind_set)
+        )
+        self._line_rules = [i for i, r in enumerate(self.rules) if not r.multiline]
+        self._multi_rules = [i for i, r in enumerate(self.rules) if r.multiline]
+        self.matcher: Matcher = make_matcher(self.rules, backend)
+        self.fingerprint = Fingerprinter(fingerprint_key)
+        self.baseline = frozenset(baseline)
+        self.decode_json = decode_json
+        self.allow_marker = allow_marker
+
+    @property
+    def backend(self) -> str:
+        return self.matcher.name
+
+    def rule(self, rule_id: str) -> Rule:
+        for r in self.all_rules:
+            if r.id == rule_id:
+                return r
+        raise KeyError(rule_id)
+
+    # -- public scanning API ------------------------------------------------------------------------------
+
+    def scan_text(self, text: str) -> list[Finding]:
+        """Findings in ``text``, sorted by start; offsets are character offsets into ``text``."""
+        if not text:
+            return []
+        view = TextView(text, decode_json=self.decode_json)
+        vtext = view.text
+        rules = self.rules
+        found: list[tuple[Rule, int, int, str]] = []
+        multi_candidates: set[int] = set()
+        line_rule_set = set(self._line_rules)
+        for a, b in iter_blocks(vtext):
+            cands = self.matcher.candidates(vtext[a:b])
+            for i in cands:
+                if i in line_rule_set:
+                    self._extract(rules[i], vtext, a, b, found)
+                else:
+                    multi_candidates.add(i)
+        for i in sorted(multi_candidates):
+            self._extract(rules[i], vtext, 0, len(vtext), found)
+        return self._finish(found, view)
+
+    def scan_bytes(self, data: bytes) -> list[Finding]:
+        """Scan UTF-8 bytes; invalid bytes count as one character each (offsets are into the decoded text)."""
+        return self.scan_text(data.decode("utf-8", "surrogateescape"))
+
+    def scan_stream(self, stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Finding]:
+        """Scan a stream in chunks cut at newlines, with bounded memory; offsets are absolute."""
+        base = 0
+        for chunk in iter_text_chunks(stream, chunk_chars):
+            for f in self.scan_text(chunk):
+                yield f.shifted(base)
+            base += len(chunk)
+
+    # -- internals ------------------------------------------------------------------------------------------
+
+    def _extract(self, rule: Rule, text: str, a: int, b: int, out: list[tuple[Rule, int, int, str]]) -> None:
+        group = rule.value_group
+        for m in rule.regex.finditer(text, a, b):
+            vs, ve = m.span(group)
+            if vs < 0 or vs == ve:
+                continue
+            value = text[vs:ve]
+            if not rule.accepts(value):
+                continue
+            if rule.extend is not None:
+                ext = self._extend(rule, text, m.start(), m.end())
+                if ext is None:
+                    continue
+                vs, ve = m.start(), ext
+                value = text[vs:ve]
+            confidence = rule.confidence
+            if rule.context:
+                w = rule.context_window
+                window = text[max(0, vs - w):vs].lower() + " " + text[ve:ve + w].lower()
+                if not any(word in window for word in rule.context):
+                    if rule.confidence_without_context is None:
+                        continue
+                    confidence = rule.confidence_without_context
+            out.append((rule, vs, ve, confidence))
+
+    @staticmethod
+    def _extend(rule: Rule, text: str, start: int, end: int) -> int | None:
+        if rule.extend == "json-container":
+            open_pos = end - 1
+            if open_pos < 0 or text[open_pos] not in "[{":
+                return None
+            close = _json_container_end(text, open_pos, min(len(text), open_pos + _MAX_TRANSCRIPT_CHARS))
+            if close == -1:
+                nl = text.find("\n", end)
+                close = len(text) if nl == -1 else nl
+            span = text[start:close]
+            if span.count('"role"') < rule.min_turns or not _MESSAGE_TEXT.search(span):
+                return None
+            return close
+        if rule.extend == "transcript":
+            line_start = text.rfind("\n", 0, start) + 1
+            t_end, turns, speakers = _transcript_end(text, line_start)
+            if turns < rule.min_turns or speakers < min(2, rule.min_turns):
+                return None
+            return t_end
+        return None
+
+    def _finish(self, found: list[tuple[Rule, int, int, str]], view: TextView) -> list[Finding]:
+        vtext = view.text
+        raw = view.raw
+        findings: list[tuple[tuple[int, int, int], Finding]] = []
+        for rule, vs, ve, confidence in found:
+            value = vtext[vs:ve]
+            rs, re_ = view.span_to_raw(vs, ve)
+            if self.allow_marker and ALLOW_MARKER in raw[raw.rfind("\n", 0, rs) + 1:_line_end(raw, rs)]:
+                continue
+            fp = self.fingerprint(value)
+            if fp in self.baseline:
+                continue
+            conf: Confidence = confidence  # type: ignore[assignment]
+            f = Finding(rule.kind, rule.id, rs, re_, conf, fp, redacted_snippet(value, rule.kind))
+            strength = (rule.priority, CONFIDENCE_RANK[conf], re_ - rs)
+            findings.append((strength, f))
+        return _resolve_overlaps(findings)
+
+
+def _line_end(text: str, pos: int) -> int:
+    nl = text.find("\n", pos)
+    return len(text) if nl == -1 else nl
+
+
+def _resolve_overlaps(items: list[tuple[tuple[int, int, int], Finding]]) -> list[Finding]:
+    """Where findings overlap, keep the strongest (priority, confidence, length); chat competes only with chat.
+
+    Identical duplicates (the same rule on the same span, e.g. from two passes) collapse to one.
+    """
+    items.sort(key=lambda it: (it[0], -it[1].start, it[1].type), reverse=True)
+    kept: list[Finding] = []
+    taken: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
+    for _, f in items:
+        spans = taken[f.kind == "chat"]
+        j = bisect_left(spans, (f.start, f.end))
+        overlaps = (j > 0 and spans[j - 1][1] > f.start) or (j < len(spans) and spans[j][0] < f.end)
+        if overlaps:
+            continue
+        insort(spans, (f.start, f.end))
+        kept.append(f)
+    kept.sort(key=lambda f: (f.start, f.end, f.type))
+    return kept
+
+
+def iter_text_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[str]:
+    """Yield text chunks that end at a newline (except the last), each about ``chunk_chars`` long."""
+    pending = ""
+    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+    while True:
+        data = stream.read(chunk_chars)
+        if not data:
+            break
+        piece = decoder.decode(data) if isinstance(data, bytes) else data
+        pending += piece
+        cut = pending.rfind("\n")
+        if cut == -1:
+            if len(pending) < MAX_LINE_CHARS * 4:
+                continue
+            cut = len(pending) - 1
+        yield pending[: cut + 1]
+        pending = pending[cut + 1:]
+    pending += decoder.decode(b"", final=True)
+    if pending:
+        yield pending
+
+
+_DEFAULT: Scanner | None = None
+
+
+def default_scanner() -> Scanner:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = Scanner()
+    return _DEFAULT
+
+
+def scan_text(text: str) -> list[Finding]:
+    """Scan ``text`` with the built-in rules."""
+    return default_scanner().scan_text(text)
+
+
+def scan_bytes(data: bytes) -> list[Finding]:
+    return default_scanner().scan_bytes(data)
+
+
+def scan_stream(stream: IO[str] | IO[bytes]) -> Iterator[Finding]:
+    return default_scanner().scan_stream(stream)
