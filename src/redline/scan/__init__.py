@@ -1,0 +1,1 @@
+"""Front ends that walk sources (files, databases) and turn engine findings into located records."""

@@ -1,0 +1,284 @@
+"""Engine behaviour: offsets, JSON escapes, validators, suppression, overlaps, streaming, backend equality."""
+
+from __future__ import annotations
+
+import io
+import json
+from itertools import pairwise
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from redline.engine import Rule, RuleError, Scanner
+from redline.engine.finding import Fingerprinter, redacted_snippet
+from redline.engine.rules import parse_rules
+from redline.engine.scanner import iter_blocks
+from redline.engine.textview import TextView
+from redline.engine.validators import card, crc32_base62, get_validator, jwt, not_placeholder, not_word
+
+from ..conftest import BACKENDS, KEY
+
+RULES_TOML = r'''
+[[rules]]
+id = "acme-key"
+name = "Acme key"
+kind = "secret"
+confidence = "high"
+pattern = '\bacme_(?P<value>[A-Za-z0-9]{24})\b'
+keywords = ["acme_"]
+validators = ["entropy:3.0"]
+examples = ["k=acme_Q1w2E3r4T5y6U7i8O9p0A1s2"]
+negative_examples = ["acme_aaaaaaaaaaaaaaaaaaaaaaaa"]
+
+[[rules]]
+id = "generic-secret"
+name = "Generic secret"
+kind = "secret"
+confidence = "medium"
+priority = -10
+pattern = '(?i)secret[ \t]*[:=][ \t]*"?(?P<value>[^"\s,]{8,})'
+keywords = ["secret"]
+validators = ["not-word"]
+examples = ["secret=Zx9!kL2@pQ"]
+negative_examples = ["secret=${SECRET}"]
+
+[[rules]]
+id = "tel"
+name = "Phone"
+kind = "pii"
+confidence = "medium"
+priority = -5
+pattern = '(?<![\w+])\+\d{1,3}[ -]?\d{2,4}(?:[ -]?\d{2,4}){2,3}(?!\d)'
+validators = ["phone"]
+examples = ["call +44 20 7946 0958 now"]
+
+[[rules]]
+id = "pem"
+name = "PEM key"
+kind = "secret"
+confidence = "high"
+multiline = true
+pattern = '-----BEGIN RSA PRIVATE KEY-----\n[A-Za-z0-9+/=\n]{40,}\n-----END RSA PRIVATE KEY-----'
+keywords = ["-----BEGIN RSA PRIVATE KEY-----"]
+examples = [
+    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAuQ7s9dK2mZ0pLrT4vYw3xNc8HfJq1bGe\n-----END RSA PRIVATE KEY-----",
+]
+negative_examples = ["-----BEGIN RSA PRIVATE KEY-----\n...\n-----END RSA PRIVATE KEY-----"]
+'''
+
+ACME = "acme_Q1w2E3r4T5y6U7i8O9p0A1s2"
+
+
+@pytest.fixture(scope="module")
+def rules() -> list[Rule]:
+    return parse_rules(RULES_TOML, "test.toml")
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def scanner(request: pytest.FixtureRequest, rules: list[Rule]) -> Scanner:
+    return Scanner(rules, backend=request.param, fingerprint_key=KEY)
+
+
+def test_offsets_point_at_the_value(scanner: Scanner) -> None:
+    text = f"2025-01-06 INFO config loaded key={ACME} from env\n"
+    [f] = scanner.scan_text(text)
+    assert (f.kind, f.type, f.confidence) == ("secret", "acme-key", "high")
+    assert text[f.start:f.end] == ACME[5:]
+
+
+def test_snippet_and_fingerprint_never_hold_the_value(scanner: Scanner) -> None:
+    [f] = scanner.scan_text(f"x {ACME}")
+    value = ACME[5:]
+    assert value not in f.snippet and value not in f.fingerprint
+    assert f.snippet.startswith(value[:4]) and f"({len(value)} chars)" in f.snippet
+    assert f.fingerprint == Fingerprinter(KEY)(value)
+
+
+def test_fingerprints_are_keyed() -> None:
+    assert Fingerprinter(b"a")("v") != Fingerprinter(b"b")("v")
+    assert Fingerprinter(b"a")("v") == Fingerprinter(b"a")("v")
+    assert Fingerprinter(None).ephemeral or True
+
+
+def test_json_escaped_content_is_matched_and_mapped_to_raw(scanner: Scanner) -> None:
+    inner = json.dumps({"headers": {"x": f"tok {ACME}"}, "note": "line1\nline2", "emoji": "é"})
+    raw = json.dumps({"ts": 1, "body": inner}) + "\n"
+    assert '\\"' in raw
+    [f] = scanner.scan_text(raw)
+    assert raw[f.start:f.end] == ACME[5:]
+
+
+def test_escape_decoding_reveals_secret_split_by_escapes(scanner: Scanner) -> None:
+    # The value is only contiguous once "\u0051" is decoded; the raw span covers the escape.
+    raw = '{"v":"acme_\\u00511w2E3r4T5y6U7i8O9p0A1s2"}'
+    [f] = scanner.scan_text(raw)
+    assert raw[f.start:f.end] == "\\u00511w2E3r4T5y6U7i8O9p0A1s2"
+
+
+def test_textview_maps_every_offset() -> None:
+    raw = 'a\\"b\\\\n\\u00e9\\nc\nplain\n\\t\\/x'
+    view = TextView(raw)
+    assert view.text == 'a"b\\né\nc\nplain\n\t/x'
+    # Each view character maps to the raw escape that produced it.
+    pieces = [raw[view.to_raw(i):view.to_raw(i + 1)] for i in range(len(view.text))]
+    assert pieces == ["a", '\\"', "b", "\\\\", "n", "\\u00e9", "\\n", "c", "\n", "p", "l", "a", "i", "n", "\n",
+                      "\\t", "\\/", "x"]
+
+
+def test_placeholders_are_quiet(scanner: Scanner) -> None:
+    for text in ("secret=${API_SECRET}", "secret: <YOUR_SECRET_HERE>", "secret=********", "secret=EXAMPLEKEY99",
+                 "secret=xxxxxxxxxxxx", "secret=changeme"):
+        assert scanner.scan_text(text) == [], text
+
+
+def test_specific_rule_wins_over_generic_on_same_value(scanner: Scanner) -> None:
+    findings = scanner.scan_text(f'secret="{ACME}"')
+    assert [f.type for f in findings] == ["acme-key"]
+
+
+def test_allow_marker_and_baseline(rules: list[Rule]) -> None:
+    s = Scanner(rules, fingerprint_key=KEY)
+    assert s.scan_text(f"{ACME}  # redline:allow\n") == []
+    [f] = s.scan_text(ACME)
+    quiet = Scanner(rules, fingerprint_key=KEY, baseline={f.fingerprint})
+    assert quiet.scan_text(f"again {ACME}") == []
+
+
+def test_multiline_rule_spans_lines(scanner: Scanner) -> None:
+    body = "MIIEowIBAAKCAQEAuQ7s9dK2mZ0pLrT4vYw3xNc8HfJq1bGe\n" * 3
+    text = f"log start\n-----BEGIN RSA PRIVATE KEY-----\n{body}-----END RSA PRIVATE KEY-----\nafter"
+    [f] = scanner.scan_text(text)
+    assert text[f.start:f.end].startswith("-----BEGIN") and text[f.start:f.end].endswith("KEY-----")
+
+
+def test_pii_with_library_validator(scanner: Scanner) -> None:
+    [f] = scanner.scan_text("call +44 20 7946 0958 now")
+    assert f.type == "tel"
+    assert scanner.scan_text("call +44 00 0000 0000 now") == []
+
+
+def test_stream_matches_text_scan(rules: list[Rule]) -> None:
+    s = Scanner(rules, fingerprint_key=KEY)
+    lines = [f"line {i} acme_{i:04d}Q1w2E3r4T5y6U7i8O9p0" if i % 7 == 0 else f"line {i} nothing" for i in range(500)]
+    text = "\n".join(lines) + "\n"
+    whole = s.scan_text(text)
+    streamed = list(s.scan_stream(io.BytesIO(text.encode()), chunk_chars=997))
+    assert whole == streamed and len(whole) == 72
+
+
+def test_blocks_cover_text_and_end_at_newlines() -> None:
+    text = ("x" * 50 + "\n") * 2000 + "y" * 3_000_000
+    blocks = list(iter_blocks(text, 4096))
+    assert blocks[0][0] == 0 and blocks[-1][1] == len(text)
+    assert all(a2 == b1 for (_, b1), (a2, _) in pairwise(blocks))
+    assert all(text[b - 1] == "\n" for _, b in blocks[:-3])
+
+
+def test_backends_are_identical_on_a_mixed_corpus(all_rules: list[Rule]) -> None:
+    pytest.importorskip("hyperscan")
+    from redline import synth
+
+    text = "\n".join(line.text for line in synth.generate_lines(4000, seed=7, hit_rate=0.2)) + "\n"
+    enable = {r.id for r in all_rules if not r.enabled}
+    a = Scanner(all_rules, enabled=enable, backend="hyperscan", fingerprint_key=KEY).scan_text(text)
+    b = Scanner(all_rules, enabled=enable, backend="re", fingerprint_key=KEY).scan_text(text)
+    assert len(a) > 100
+    assert a == b
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet=st.characters(codec="utf-8"), max_size=3000))
+def test_arbitrary_text_never_crashes(scanners: dict[str, Scanner], text: str) -> None:
+    results = [s.scan_text(text) for s in scanners.values()]
+    for findings in results:
+        for f in findings:
+            assert 0 <= f.start < f.end <= len(text)
+    assert all(r == results[0] for r in results)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=3000))
+def test_arbitrary_bytes_never_crash(scanners: dict[str, Scanner], data: bytes) -> None:
+    for s in scanners.values():
+        text = data.decode("utf-8", "surrogateescape")
+        for f in s.scan_bytes(data):
+            assert 0 <= f.start < f.end <= len(text)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["\\n", '\\"', "\\\\", "\\u00e9", "\\ud83d", "a", "\n", "x\\", "\\q", "\x00", "é"]),
+                max_size=60))
+def test_textview_offsets_are_monotonic_and_in_range(parts: list[str]) -> None:
+    raw = "".join(parts)
+    view = TextView(raw)
+    mapped = [view.to_raw(i) for i in range(len(view.text) + 1)]
+    assert mapped[0] == 0 and mapped[-1] == len(raw)
+    assert all(a < b for a, b in pairwise(mapped))
+
+
+def test_huge_line_and_nul_bytes(scanner: Scanner) -> None:
+    text = "\x00" * 10 + "a" * 2_500_000 + f" {ACME} " + "\x00b" * 1000
+    [f] = scanner.scan_text(text)
+    assert text[f.start:f.end] == ACME[5:]
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[[rules]]\nid = 'x'\n", "missing or empty field 'name'"),
+        ("[[rules]]\nid='a'\nname='a'\nkind='secret'\nconfidence='high'\npattern='('\nexamples=['a']\n",
+         "pattern does not compile"),
+        ("[[rules]]\nid='a'\nname='a'\nkind='secret'\nconfidence='high'\npattern='a'\nvalidators=['nope']\n"
+         "examples=['a']\nnegative_examples=['b']\n", "unknown validator 'nope'"),
+        ("[[rules]]\nid='a'\nname='a'\nkind='oops'\nconfidence='high'\npattern='a'\nexamples=['a']\n",
+         "kind must be one of"),
+        ("[[rules]\nid='a'\n", "not valid TOML"),
+        ("\n\n[[rules]]\nid='B'\n", "test.toml:4: rule 'B'"),
+        ("[[rules]]\nid='a'\nname='a'\nkind='secret'\nconfidence='high'\npattern='a*'\nexamples=['a']\n",
+         "matches the empty string"),
+    ],
+)
+def test_rule_errors_name_file_line_and_problem(toml: str, message: str) -> None:
+    with pytest.raises(RuleError) as exc:
+        parse_rules(toml, "test.toml")
+    assert message in str(exc.value)
+    assert str(exc.value).startswith("test.toml")
+
+
+def test_unknown_rule_ids_are_refused(rules: list[Rule]) -> None:
+    with pytest.raises(RuleError, match="unknown rule id"):
+        Scanner(rules, disabled={"no-such-rule"})
+
+
+def test_validators() -> None:
+    assert card("4532 0151 1283 0366") and not card("4532 0151 1283 0367")
+    assert not card("4111 1111 1111 1111")  # well-known test number: a placeholder, not a leak
+    assert not card("1700000000000000")
+    token = "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5"
+    import zlib
+
+    crc = zlib.crc32(token[4:].encode())
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    digits = ""
+    while crc:
+        crc, r = divmod(crc, 62)
+        digits = alphabet[r] + digits
+    assert crc32_base62(token + digits.rjust(6, "0"))
+    assert not crc32_base62(token + "000000")
+    assert jwt("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln")
+    assert not jwt("eyJhbGciOiJIUzI1NiJ9.bm9wZQ.c2ln")
+    assert not not_word("userPassword") and not not_word("changeme") and not_word("hunter2!x")
+    assert not not_placeholder("AKIAIOSFODNN7EXAMPLE") and not not_placeholder("sk-xxxxxxxxxxxxxxxx")
+    assert not_placeholder("sk-Zq3Vb8Lm2Rt6Yp1Ws9Xc")
+    assert get_validator("stdnum:cn.ric")("11010519491231002X")
+    assert get_validator("iban")("GB82 WEST 1234 5698 7654 32")
+    assert get_validator("phone")("+86 138 0013 8000")
+    with pytest.raises(ValueError, match="no python-stdnum module"):
+        get_validator("stdnum:xx.nothing")
+
+
+def test_redacted_snippet_shapes() -> None:
+    assert redacted_snippet("sk-proj-abcdefgh", "secret") == "sk-p…(16 chars)"
+    assert redacted_snippet("a@b.co", "pii") == "a…(6 chars)"
+    assert "chars" in redacted_snippet("User: hi", "chat")
