@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import contextlib
 import json
 import os
 import platform
@@ -81,7 +82,7 @@ def ensure_venv(skip_install: bool) -> None:
 
 
 def ensure_data(big_mb: int, force: bool) -> None:
-    from redline import synth  # noqa: PLC0415  (inside the venv)
+    from redline import synth
 
     DATA.mkdir(parents=True, exist_ok=True)
     corpus, labels = DATA / "corpus.log", DATA / "corpus.jsonl"
@@ -211,10 +212,8 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
         for line in fh:
             line = line.strip()
             if line.startswith("{"):
-                try:
+                with contextlib.suppress(json.JSONDecodeError):
                     rows.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass
     return rows
 
 
@@ -257,6 +256,8 @@ TOOLS = {
     "redline-api": Tool("redline-api", ("secret", "pii", "chat"), _redline_api, parse_redline_api),
     "redline-re": Tool("redline-re", ("secret", "pii", "chat"), _redline_cli, parse_redline_cli, ok_rc=(0, 1),
                        env={"REDLINE_BACKEND": "re"}),
+    "redline-api-re": Tool("redline-api-re", ("secret", "pii", "chat"), _redline_api, parse_redline_api,
+                           env={"REDLINE_BACKEND": "re"}),
     "kingfisher": Tool("kingfisher", ("secret",), _kingfisher, parse_kingfisher, ok_rc=(0, 200, 205)),
     "gitleaks": Tool("gitleaks", ("secret",), _gitleaks, parse_gitleaks),
 }
@@ -454,13 +455,13 @@ def versions() -> dict[str, str]:
         except OSError:
             out[name] = "missing"
     try:
-        import redline  # noqa: PLC0415
+        import redline
 
         out["redline"] = redline.__version__
-        from redline.engine import matcher  # noqa: PLC0415
+        from redline.engine import matcher
 
-        out["redline-backend-default"] = str(getattr(matcher, "default_backend", lambda: "?")())
-    except Exception as exc:  # noqa: BLE001
+        out["hyperscan"] = "available" if matcher.hyperscan_available() else "not installed"
+    except Exception as exc:
         out.setdefault("redline", f"unavailable ({exc.__class__.__name__})")
     return out
 
@@ -473,8 +474,8 @@ def fmt(x: float | None, pct: bool = True) -> str:
 
 def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
     try:
-        from rich.console import Console  # noqa: PLC0415
-        from rich.table import Table  # noqa: PLC0415
+        from rich.console import Console
+        from rich.table import Table
 
         table = Table(title=title)
         for i, h in enumerate(headers):
@@ -487,10 +488,10 @@ def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
         pass
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     print(f"\n{title}")
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))))
 
 
 def write_errors(accs: dict[str, Accuracy], limit: int) -> Path:
@@ -517,7 +518,7 @@ def write_errors(accs: dict[str, Accuracy], limit: int) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--tools", default="redline,redline-api,redline-re,kingfisher,gitleaks",
+    ap.add_argument("--tools", default="redline,redline-api,redline-re,redline-api-re,kingfisher,gitleaks",
                     help="comma-separated subset of: " + ",".join(TOOLS))
     ap.add_argument("--size-mb", type=int, default=100, help="size of the speed file (default 100)")
     ap.add_argument("--no-speed", action="store_true", help="accuracy only")
@@ -575,7 +576,7 @@ def main() -> int:
     if not args.no_speed:
         for tool in tools:
             target = big
-            if tool.name == "redline-re":
+            if tool.name in ("redline-re", "redline-api-re"):
                 log(f"speed: {tool.name} on {small.name}")
                 run, findings = run_tool(tool, small, "10mb")
                 mbps = small.stat().st_size / 1e6 / run.wall
@@ -608,7 +609,8 @@ def main() -> int:
             for kind in ("secret", "pii", "chat"):
                 s = a.get(kind)
                 if s:
-                    row += [fmt(s["precision"]), fmt(s["recall"]), f"{s['fp_findings']}/{s['planted'] - s['planted_found']}"]
+                    missed = s["planted"] - s["planted_found"]
+                    row += [fmt(s["precision"]), fmt(s["recall"]), f"{s['fp_findings']}/{missed}"]
                 else:
                     row += ["–", "–", "–"]
             rows.append(row)

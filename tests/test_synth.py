@@ -196,9 +196,13 @@ def test_chat_spans_are_message_arrays_or_transcripts() -> None:
                     raw = json.loads('"' + raw + '"')
                 msgs = json.loads(raw)
                 assert len(msgs) >= 2 and all({"role", "content"} <= set(m) for m in msgs)
+            elif p.type == "chat-response":
+                assert p.value.startswith("[{") and p.value.endswith("}]")
+                assert isinstance(json.loads(p.value), list)
             else:
+                assert p.type == "chat-transcript"
                 assert p.value.startswith("User: ") and "Assistant: " in p.value
-    assert seen["chat-messages"] and seen["chat-transcript"]
+    assert set(seen) == set(synth.CHAT_TYPES)
 
 
 def test_json_lines_parse_and_nested_bodies() -> None:

@@ -9,6 +9,11 @@ traces, PEM keys written raw, multi-line transcripts) contain ``\\n``. Planted o
 offsets into ``LabelledLine.text`` (end exclusive), and ``text[start:end] == value`` always holds:
 for a value inside a JSON string the value is the escaped form as it appears in the text.
 
+Kinds: ``secret`` and ``pii`` spans cover the value only (for ``password=hunter2`` just ``hunter2``;
+for a DB URL just its password). ``chat`` spans cover a JSON ``messages`` array (``chat-messages``), an
+LLM response's content array (``chat-response``) or a ``User: ... Assistant: ...`` block
+(``chat-transcript``), and may contain secret/PII spans.
+
 Command line::
 
     python -m redline.synth --sample [OUT]          # regenerate the bundled log_stream sample
@@ -96,7 +101,7 @@ PII_TYPES: tuple[str, ...] = (
     "in-aadhaar",
 )
 
-CHAT_TYPES: tuple[str, ...] = ("chat-messages", "chat-transcript")
+CHAT_TYPES: tuple[str, ...] = ("chat-messages", "chat-response", "chat-transcript")
 
 # --------------------------------------------------------------------------------------------------
 # character sets and small helpers
@@ -1033,9 +1038,15 @@ def _llm_record(g: _Gen, frag: list[Piece] | None) -> list[Piece]:
             f'{{"id":"chatcmpl-{g.uuid()}","created":{g.ts("s")},"model":"{r.choice(_MODELS[:4])}",'
             '"request":{"messages":',
             g.messages_json(frag or ()),
-            '},"choices":[{"index":0,"message":{"role":"assistant","content":"',
-            esc(r.choice(_ASSISTANT)),
-            f'"}},"finish_reason":"stop"}}],{usage}}}',
+            '},"choices":',
+            span(
+                "chat",
+                "chat-response",
+                '[{"index":0,"message":{"role":"assistant","content":"',
+                esc(r.choice(_ASSISTANT)),
+                '"},"finish_reason":"stop"}]',
+            ),
+            f",{usage}}}",
         ]
     if flavor == 1:  # Anthropic messages
         return [
@@ -1044,9 +1055,9 @@ def _llm_record(g: _Gen, frag: list[Piece] | None) -> list[Piece]:
             esc(r.choice(_SYSTEM)),
             '","messages":',
             g.messages_json(frag or ()),
-            ',"content":[{"type":"text","text":"',
-            esc(r.choice(_ASSISTANT)),
-            f'"}}],"stop_reason":"end_turn",{usage}}}',
+            ',"content":',
+            span("chat", "chat-response", '[{"type":"text","text":"', esc(r.choice(_ASSISTANT)), '"}]'),
+            f',"stop_reason":"end_turn",{usage}}}',
         ]
     # plain-text transcript block
     turns = g.chat_turns(frag or ())
