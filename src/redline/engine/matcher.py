@@ -46,8 +46,16 @@ class Matcher(Protocol):
     name: str
 
     def candidates(self, block: str) -> set[int]:
-        """Indices of line rules that may match in ``block``; multiline rules whose keywords occur in it."""
+        """Indices of line rules that may match in ``block``; multiline rules whose keywords occur in it.
+
+        Rules that require context words are candidates only where one occurs: the caller passes the block
+        widened by the largest context window, so a context word just outside the block still counts.
+        """
         ...
+
+
+def needs_context(rule: Rule) -> bool:
+    return bool(rule.context) and rule.confidence_without_context is None
 
 
 class ReMatcher:
@@ -56,18 +64,17 @@ class ReMatcher:
     name = "re"
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._always = {i for i, r in enumerate(rules) if not r.keywords}
-        self._keyworded = [(i, tuple(k.lower() for k in r.keywords)) for i, r in enumerate(rules) if r.keywords]
+        self._gates = [
+            (i, tuple(k.lower() for k in r.keywords), r.context if needs_context(r) else ())
+            for i, r in enumerate(rules)
+        ]
 
     def candidates(self, block: str) -> set[int]:
         low = block.lower()
-        out = set(self._always)
-        for i, kws in self._keyworded:
-            for k in kws:
-                if k in low:
-                    out.add(i)
-                    break
-        return out
+        return {
+            i for i, kws, ctx in self._gates
+            if (not kws or any(k in low for k in kws)) and (not ctx or any(w in low for w in ctx))
+        }
 
 
 class HyperscanMatcher:
@@ -83,7 +90,22 @@ class HyperscanMatcher:
         pattern_flags = hs.HS_FLAG_PREFILTER | hs.HS_FLAG_SINGLEMATCH | hs.HS_FLAG_MULTILINE
         literal_flags = hs.HS_FLAG_CASELESS | hs.HS_FLAG_SINGLEMATCH
         self._always: set[int] = set()
+        # Expression ids below len(rules) are rule patterns (or multiline keywords); ids from len(rules) up are
+        # context words, id - len(rules) being the rule they belong to.
+        n = len(rules)
+        self._needs_context = {i for i, r in enumerate(rules) if needs_context(r)}
+        self._context_only: set[int] = set()
         for i, rule in enumerate(rules):
+            if i in self._needs_context:
+                for word in rule.context:
+                    exprs.append(asciify_pattern(re.escape(word)).encode("ascii"))
+                    ids.append(n + i)
+                    flags.append(literal_flags)
+                if not rule.keywords:
+                    # Bare-value patterns (32 hex, 40 base64) are what slows Hyperscan down most; where a
+                    # context word is required anyway, the word alone decides the block.
+                    self._context_only.add(i)
+                    continue
             if rule.multiline:
                 for kw in rule.keywords:
                     exprs.append(asciify_pattern(re.escape(kw)).encode("ascii"))
@@ -99,6 +121,7 @@ class HyperscanMatcher:
                 # Still exact, only slower: the rule's regex runs on every block.
                 log.debug("rule %s does not compile for Hyperscan; it runs on every block", rule.id)
                 self._always.add(i)
+        self._n = n
         self._db: Any = None
         if exprs:
             self._db = hs.Database(mode=hs.HS_MODE_BLOCK)
@@ -115,14 +138,18 @@ class HyperscanMatcher:
         return True
 
     def candidates(self, block: str) -> set[int]:
-        out = set(self._always)
+        hits = set(self._always)
         if self._db is not None:
             data = block.encode("ascii") if block.isascii() else ascii_bytes(block)
 
-            def on_match(rule_index: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
-                out.add(rule_index)
+            def on_match(expr_id: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
+                hits.add(expr_id)
 
             self._db.scan(data, match_event_handler=on_match, scratch=self._scratch)
+        n = self._n
+        ctx = self._needs_context
+        out = {i for i in hits if i < n and (i not in ctx or n + i in hits)}
+        out.update(i - n for i in hits if i - n in self._context_only)
         return out
 
 

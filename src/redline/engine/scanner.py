@@ -23,7 +23,7 @@ BLOCK_CHARS = 16 * 1024
 MAX_LINE_CHARS = 1024 * 1024
 STREAM_CHUNK_CHARS = 4 * 1024 * 1024
 ALLOW_MARKER = "redline:allow"
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _SPEAKER = re.compile(
     r"[ \t]*(?:[-*>#]+[ \t]*)?(?P<who>user|human|customer|me|you|assistant|ai|bot|model|system|chatgpt|claude|"
     r"deepseek|gpt|用户|助手|系统|问|答)[ \t]*(?:\([^)\n]{0,40}\))?[ \t]*[:：]",
@@ -161,6 +161,7 @@ class Scanner:
             and (kind_set is None or r.kind in kind_set)
         )
         self._line_rules = [i for i, r in enumerate(self.rules) if not r.multiline]
+        self._margin = max((r.context_window for r in self.rules if r.context), default=0)
         self._multi_rules = [i for i, r in enumerate(self.rules) if r.multiline]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
@@ -190,8 +191,9 @@ class Scanner:
         found: list[tuple[Rule, int, int, str]] = []
         multi_candidates: set[int] = set()
         line_rule_set = set(self._line_rules)
+        margin = self._margin
         for a, b in iter_blocks(vtext):
-            cands = self.matcher.candidates(vtext[a:b])
+            cands = self.matcher.candidates(vtext[max(0, a - margin):b + margin])
             for i in cands:
                 if i in line_rule_set:
                     self._extract(rules[i], vtext, a, b, found)
@@ -276,7 +278,7 @@ class Scanner:
                 continue
             conf: Confidence = confidence  # type: ignore[assignment]
             f = Finding(rule.kind, rule.id, rs, re_, conf, fp, redacted_snippet(value, rule.kind))
-            strength = (rule.priority, CONFIDENCE_RANK[conf], re_ - rs)
+            strength = (rule.priority, re_ - rs, CONFIDENCE_RANK[conf])
             findings.append((strength, f))
         return _resolve_overlaps(findings)
 
@@ -287,7 +289,9 @@ def _line_end(text: str, pos: int) -> int:
 
 
 def _resolve_overlaps(items: list[tuple[tuple[int, int, int], Finding]]) -> list[Finding]:
-    """Where findings overlap, keep the strongest (priority, confidence, length); chat competes only with chat.
+    """Where findings overlap, keep the strongest (priority, then length, then confidence); chat competes only
+    with chat. A longer match usually is the more specific one: a whole provider token beats a generic
+    32-hex rule that matched its tail.
 
     Identical duplicates (the same rule on the same span, e.g. from two passes) collapse to one.
     """

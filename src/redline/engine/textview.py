@@ -8,82 +8,112 @@ back so that offsets always point into the raw text the user has.
 from __future__ import annotations
 
 import re
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from itertools import accumulate
 
-_SENTINEL = "\x00"
 _UNICODE = re.compile(r"\\u([0-9a-fA-F]{4})")
-# One token per decoded character; must agree exactly with _decode_line.
-_TOKEN = re.compile(r"\\(?:u[0-9a-fA-F]{4}|[\\\"/bfnrt])")
+# Split a raw line into [text, escape, text, escape, ..., text]; each escape decodes to one character.
+# Must agree exactly with _decode_line.
+_SPLIT = re.compile(r"(\\u[0-9a-fA-F]{4}|\\[\\\"/bfnrt])")
+_SIMPLE_ESCAPES = (('\\"', '"'), ("\\n", "\n"), ("\\t", "\t"), ("\\r", "\r"), ("\\/", "/"), ("\\b", "\b"),
+                   ("\\f", "\f"))
 
 
 def _decode_line(line: str) -> str:
-    # str.replace runs in C; a per-escape Python loop would cost more than the scan itself. Escaped
-    # backslashes go first (to a sentinel) so "\\\\n" stays a backslash followed by "n".
-    s = line.replace("\\\\", _SENTINEL)
-    s = (
-        s.replace('\\"', '"').replace("\\n", "\n").replace("\\t", "\t").replace("\\r", "\r")
-        .replace("\\/", "/").replace("\\b", "\b").replace("\\f", "\f")
-    )
+    # str.replace runs in C; a per-escape Python loop would cost more than the scan. Escaped backslashes
+    # go first (to a stand-in) so "\\\\n" stays a backslash followed by "n". Lines are short, so checking
+    # which escapes occur is cheaper than replacing blindly.
+    bs = "\\\\" in line
+    s = line.replace("\\\\", "\x00") if bs else line
+    for esc, char in _SIMPLE_ESCAPES:
+        if esc in s:
+            s = s.replace(esc, char)
     if "\\u" in s:
         s = _UNICODE.sub(lambda m: chr(int(m.group(1), 16)), s)
-    return s.replace(_SENTINEL, "\\")
+    return s.replace("\x00", "\\") if bs else s
 
 
 class _LineMap:
-    __slots__ = ("shrink", "vpos")
+    """View offset to raw offset within one line, built from C-level splits rather than a Python loop."""
+
+    __slots__ = ("rstart", "vstart")
 
     def __init__(self, raw_line: str) -> None:
-        vpos: list[int] = []
-        shrink = [0]
-        total = 0
-        for m in _TOKEN.finditer(raw_line):
-            vpos.append(m.start() - total)
-            total += m.end() - m.start() - 1
-            shrink.append(total)
-        self.vpos = vpos
-        self.shrink = shrink
+        lengths = list(map(len, _SPLIT.split(raw_line)))
+        vlengths = lengths.copy()
+        vlengths[1::2] = [1] * (len(lengths) // 2)
+        self.rstart = list(accumulate(lengths, initial=0))
+        self.vstart = list(accumulate(vlengths, initial=0))
 
     def to_raw(self, u: int) -> int:
-        return u + self.shrink[bisect_left(self.vpos, u)]
+        k = bisect_right(self.vstart, u) - 1
+        if k >= len(self.vstart) - 1:
+            k = len(self.vstart) - 2
+        if k % 2:  # inside an escape: it is one view character, starting at the escape
+            return self.rstart[k]
+        return self.rstart[k] + (u - self.vstart[k])
 
 
 class TextView:
-    """``text`` is what rules see; :meth:`to_raw` maps an offset in it to an offset in ``raw``."""
+    """``text`` is what rules see; :meth:`to_raw` maps an offset in it to an offset in ``raw``.
 
-    __slots__ = ("_line_maps", "_raw_lines", "_raw_starts", "_view_starts", "identity", "raw", "text")
+    Only lines holding a backslash are decoded; the others are shared between raw and view unchanged, so
+    the cost follows the number of escaped lines, not the size of the text.
+    """
+
+    __slots__ = ("_changed", "_line_maps", "_view_starts", "identity", "raw", "text")
 
     def __init__(self, raw: str, *, decode_json: bool = True) -> None:
         self.raw = raw
         self.identity = True
         self.text = raw
-        if not decode_json or "\\" not in raw:
+        pos = raw.find("\\") if decode_json else -1
+        if pos == -1:
             return
-        raw_lines = raw.split("\n")
-        view_lines = [(_decode_line(ln) if "\\" in ln else ln) for ln in raw_lines]
-        if all(v is r or v == r for v, r in zip(view_lines, raw_lines, strict=True)):
+        pieces: list[str] = []
+        # One entry per decoded line: (raw start, raw end, view start, view end).
+        changed: list[tuple[int, int, int, int]] = []
+        find, rfind = raw.find, raw.rfind
+        prev = 0
+        shift = 0  # view offset minus raw offset, for text after the last decoded line
+        while pos != -1:
+            ls = rfind("\n", 0, pos) + 1
+            le = find("\n", pos)
+            if le == -1:
+                le = len(raw)
+            line = raw[ls:le]
+            decoded = _decode_line(line)
+            if len(decoded) != len(line):
+                pieces.append(raw[prev:ls])
+                pieces.append(decoded)
+                vs = ls + shift
+                changed.append((ls, le, vs, vs + len(decoded)))
+                shift += len(decoded) - len(line)
+                prev = le
+            pos = find("\\", le)
+        if not changed:
             return
+        pieces.append(raw[prev:])
         self.identity = False
-        self.text = "\n".join(view_lines)
-        self._raw_lines = raw_lines
-        self._raw_starts = [0, *accumulate(len(ln) + 1 for ln in raw_lines)]
-        self._view_starts = [0, *accumulate(len(ln) + 1 for ln in view_lines)]
+        self.text = "".join(pieces)
+        self._changed = changed
+        self._view_starts = [c[2] for c in changed]
         self._line_maps: dict[int, _LineMap] = {}
 
     def to_raw(self, v: int) -> int:
         if self.identity:
             return v
-        i = bisect_right(self._view_starts, v) - 1
-        if i >= len(self._raw_lines):
-            return len(self.raw)
-        u = v - self._view_starts[i]
-        raw_line = self._raw_lines[i]
-        if "\\" in raw_line:
-            lm = self._line_maps.get(i)
-            if lm is None:
-                lm = self._line_maps[i] = _LineMap(raw_line)
-            u = lm.to_raw(u)
-        return self._raw_starts[i] + u
+        k = bisect_right(self._view_starts, v) - 1
+        if k < 0:
+            return v
+        rs, re_, vs, ve = self._changed[k]
+        if v >= ve:
+            # Past this decoded line: plain text, shifted by what the decoded lines so far shrank.
+            return v - ve + re_
+        lm = self._line_maps.get(k)
+        if lm is None:
+            lm = self._line_maps[k] = _LineMap(self.raw[rs:re_])
+        return rs + lm.to_raw(v - vs)
 
     def span_to_raw(self, start: int, end: int) -> tuple[int, int]:
         return self.to_raw(start), self.to_raw(end)
