@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from redline.engine import Rule, builtin_rules
+from redline.engine.matcher import ascii_bytes
 from redline.engine.textview import TextView
 
 RULES = builtin_rules()
@@ -46,9 +47,10 @@ def test_matches_contain_a_keyword(case: tuple[Rule, int]) -> None:
     if not rule.keywords:
         return
     text = TextView(rule.examples[i].text).text
+    keywords = [ascii_bytes(k).lower() for k in rule.keywords]
     for m in rule.regex.finditer(text):
-        low = m.group().lower()
-        assert any(k.lower() in low for k in rule.keywords), f"{rule.source}: {rule.id} match lacks keywords"
+        low = ascii_bytes(m.group()).lower()
+        assert any(k in low for k in keywords), f"{rule.source}: {rule.id} match lacks keywords"
 
 
 def test_rule_ids_unique_and_coverage() -> None:

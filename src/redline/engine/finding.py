@@ -58,11 +58,13 @@ class Fingerprinter:
             self.ephemeral = True
         else:
             self.ephemeral = False
-        self._key = key.encode() if isinstance(key, str) else key
+        # Keying once and copying is cheaper than hmac.new per value.
+        self._base = hmac.new(key.encode() if isinstance(key, str) else key, digestmod=hashlib.sha256)
 
     def __call__(self, value: str) -> str:
-        digest = hmac.new(self._key, value.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
-        return digest[:24]
+        h = self._base.copy()
+        h.update(value.encode("utf-8", "surrogatepass"))
+        return h.hexdigest()[:24]
 
 
 def redacted_snippet(value: str, kind: str) -> str:
