@@ -220,7 +220,7 @@ def _read_jsonl(path: Path) -> list[dict[str, object]]:
 def parse_redline_cli(path: Path) -> list[dict[str, object]]:
     return [
         {"line": r["line"], "start": r["start"], "end": r["end"], "kind": r["kind"], "type": r["type"],
-         "unit": "char"}
+         "unit": "char", "end_line": r.get("end_line"), "end_column": r.get("end_column")}
         for r in _read_jsonl(path) if "line" in r
     ]
 
@@ -343,6 +343,8 @@ class Corpus:
                 return approx, approx + max(1, len(secret))
             return pos, pos + max(1, len(secret))
         s = self.abs_offset(line, int(f["start"]), str(f["unit"]))
+        if f.get("end_line") and f.get("end_column") is not None:  # multi-line finding
+            return s, max(s + 1, self.abs_offset(int(f["end_line"]), int(f["end_column"]), str(f["unit"])))
         e = self.abs_offset(line, int(f["end"]), str(f["unit"])) if int(f["end"]) > int(f["start"]) else s + 1
         return s, e
 
