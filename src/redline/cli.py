@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 import time
@@ -18,6 +19,14 @@ from redline.engine import RuleError, Scanner
 from redline.engine.finding import CONFIDENCE_RANK, FINGERPRINT_ENV
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+FRONT_ENDS = (
+    "redline.redact.cli",
+    "redline.gateway.cli",
+    "redline.store.cli",
+    "redline.scan.db_cli",
+    "redline.probe.cli",
+    "redline.reporting.cli",
+)
 
 
 class CliError(Exception):
@@ -305,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="scan the bundled sample of a leaked log table")
     demo.add_argument("-f", "--format", choices=FORMATS)
     demo.set_defaults(func=cmd_demo)
+
+    # Front ends register their own subcommands: each module has `register(subparsers)`.
+    for module in FRONT_ENDS:
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if not exc.name or not (module + ".").startswith(exc.name + "."):
+                raise  # a real missing dependency inside the front end, not an absent front end
+            continue
+        mod.register(sub)
     return parser
 
 
