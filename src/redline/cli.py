@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -27,6 +28,9 @@ FRONT_ENDS = (
     "redline.probe.cli",
     "redline.reporting.cli",
 )
+
+
+DB_URL = re.compile(r"^(?:sqlite|postgres|postgresql|clickhouse)(?:\+\w+)?://", re.IGNORECASE)
 
 
 class CliError(Exception):
@@ -123,8 +127,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
                 baseline_out.append(rec["fingerprint"])
             writer.write(rec)
 
+        db_urls = [p for p in args.paths if DB_URL.match(p)]
         files: list[str] = []
-        for item in iter_paths(args.paths, args.exclude or ()):
+        for item in iter_paths([p for p in args.paths if not DB_URL.match(p)], args.exclude or ()):
             if isinstance(item, InputError):
                 summary.errors.append(str(item))
                 print(f"redline: {item}", file=sys.stderr)
@@ -142,6 +147,14 @@ def cmd_scan(args: argparse.Namespace) -> int:
             if res.error:
                 summary.errors.append(res.error)
                 print(f"redline: {res.error}", file=sys.stderr)
+
+        for url in db_urls:
+            # Database URLs go to the database scanner; records flow through the same writer.
+            try:
+                from redline.scan.db import scan_database
+            except ModuleNotFoundError:
+                raise CliError(f"scanning databases is not available in this installation: {url}") from None
+            account(scan_database(url, scanner, args, emit))
 
         progress = _progress(args, files)
         try:
@@ -303,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--write-baseline", metavar="FILE", help="write the fingerprints of all findings to FILE")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_engine_options(scan)
+    try:
+        from redline.scan.db import add_scan_options
+    except ModuleNotFoundError:
+        pass
+    else:
+        add_scan_options(scan)
     scan.set_defaults(func=cmd_scan)
 
     rules = sub.add_parser("rules", help="list rules, or check rule files against their examples")
