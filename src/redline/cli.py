@@ -151,10 +151,10 @@ def cmd_scan(args: argparse.Namespace) -> int:
         for url in db_urls:
             # Database URLs go to the database scanner; records flow through the same writer.
             try:
-                from redline.scan.db import scan_database
+                db = importlib.import_module("redline.scan.db")
             except ModuleNotFoundError:
                 raise CliError(f"scanning databases is not available in this installation: {url}") from None
-            account(scan_database(url, scanner, args, emit))
+            account(db.scan_database(url, scanner, args, emit))
 
         progress = _progress(args, files)
         try:
@@ -316,12 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--write-baseline", metavar="FILE", help="write the fingerprints of all findings to FILE")
     scan.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_engine_options(scan)
-    try:
-        from redline.scan.db import add_scan_options
-    except ModuleNotFoundError:
-        pass
-    else:
-        add_scan_options(scan)
+    with contextlib.suppress(ModuleNotFoundError):
+        importlib.import_module("redline.scan.db").add_scan_options(scan)
     scan.set_defaults(func=cmd_scan)
 
     rules = sub.add_parser("rules", help="list rules, or check rule files against their examples")
