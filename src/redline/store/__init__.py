@@ -1,0 +1,1 @@
+"""Where the gateway keeps what it must remember: audit events and virtual API keys."""

@@ -1,0 +1,121 @@
+"""Interfaces shared by the gateway and the store backends (SQLite by default, ClickHouse for scale).
+
+An audit event never carries a raw secret or raw personal data: finding types, counts and keyed fingerprints
+only, plus (when configured) the prompt as it was after redaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal, Protocol
+
+Action = Literal["allow", "redact", "pseudonymize", "block", "reroute", "error", "denied"]
+GroupBy = Literal["team", "model", "provider", "key"]
+
+
+@dataclass
+class AuditEvent:
+    ts: datetime  # UTC
+    request_id: str
+    key_id: str | None
+    team: str | None
+    user: str | None
+    provider: str  # provider that served (after reroute), or the one asked for when refused
+    model: str
+    endpoint: str  # "chat.completions" | "completions" | "embeddings" | "models"
+    action: Action
+    status: int  # HTTP status returned to the client
+    stream: bool = False
+    finding_counts: dict[str, int] = field(default_factory=dict)  # finding type -> count (request + response)
+    finding_kinds: dict[str, int] = field(default_factory=dict)  # kind -> count
+    fingerprints: list[str] = field(default_factory=list)
+    latency_ms: float = 0.0  # total, as the client saw it
+    upstream_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    rerouted_from: str | None = None
+    error: str | None = None  # a message of ours, never request content
+    redacted_prompt: str | None = None  # only when the config asks for it
+
+
+@dataclass
+class UsageRow:
+    group: str  # the team, model, provider or key id
+    requests: int
+    blocked: int
+    redacted: int
+    rerouted: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost_usd: float
+
+    @property
+    def cost_per_1k_requests(self) -> float:
+        return self.cost_usd / self.requests * 1000 if self.requests else 0.0
+
+
+class AuditStore(Protocol):
+    """Append-mostly store of audit events. Implementations: SQLite (default), ClickHouse."""
+
+    def write(self, events: Sequence[AuditEvent]) -> None:
+        """Persist a batch (called from a background writer, not on the request path)."""
+        ...
+
+    def events(self, since: datetime, until: datetime | None = None, *, limit: int | None = None,
+               team: str | None = None, action: str | None = None) -> Iterator[AuditEvent]:
+        """Events in time order, optionally filtered."""
+        ...
+
+    def usage(self, since: datetime, by: GroupBy) -> list[UsageRow]:
+        ...
+
+    def spend(self, since: datetime, *, key_id: str | None = None, team: str | None = None) -> float:
+        """Cost in USD since ``since`` for a key or a team (budgets)."""
+        ...
+
+    def purge(self, before: datetime) -> int:
+        """Delete events older than ``before``; returns how many (or an estimate where exact counts are costly)."""
+        ...
+
+    def close(self) -> None:
+        ...
+
+
+@dataclass
+class KeyRecord:
+    key_id: str  # public id, e.g. "rk_3f9a…" prefix; shown in audit events
+    team: str
+    user: str | None
+    name: str | None
+    created: datetime
+    revoked: datetime | None = None
+    admin: bool = False
+    budget_usd: float | None = None  # per calendar month
+    rpm: int | None = None  # requests per minute
+    models: list[str] | None = None  # allowed models; None = all
+
+
+class KeyStore(Protocol):
+    """Virtual API keys, stored hashed (the secret is shown once, at creation)."""
+
+    def create(self, team: str, *, user: str | None = None, name: str | None = None, admin: bool = False,
+               budget_usd: float | None = None, rpm: int | None = None,
+               models: list[str] | None = None) -> tuple[KeyRecord, str]:
+        """Returns the record and the secret (``rl-…``); only the hash is stored."""
+        ...
+
+    def authenticate(self, secret: str) -> KeyRecord | None:
+        """The active (not revoked) key with this secret, or None."""
+        ...
+
+    def revoke(self, key_id: str) -> bool:
+        ...
+
+    def list(self) -> list[KeyRecord]:
+        ...
+
+    def close(self) -> None:
+        ...
