@@ -167,7 +167,8 @@ class Tool:
 
 
 def _redline_cli(inp: Path, out: Path) -> tuple[list[str], Path]:
-    return [str(VBIN / "redline"), "scan", str(inp), "--format", "jsonl", "--jobs", "1", "--no-progress"], out
+    argv = [str(VBIN / "redline"), "scan", str(inp), "--format", "jsonl", "--jobs", "1", "--no-progress"]
+    return [*argv, "--fail-on", "never"], out
 
 
 _API_SNIPPET = r"""
@@ -252,9 +253,9 @@ def parse_gitleaks(path: Path) -> list[dict[str, object]]:
 
 
 TOOLS = {
-    "redline": Tool("redline", ("secret", "pii", "chat"), _redline_cli, parse_redline_cli, ok_rc=(0, 1)),
+    "redline": Tool("redline", ("secret", "pii", "chat"), _redline_cli, parse_redline_cli),
     "redline-api": Tool("redline-api", ("secret", "pii", "chat"), _redline_api, parse_redline_api),
-    "redline-re": Tool("redline-re", ("secret", "pii", "chat"), _redline_cli, parse_redline_cli, ok_rc=(0, 1),
+    "redline-re": Tool("redline-re", ("secret", "pii", "chat"), _redline_cli, parse_redline_cli,
                        env={"REDLINE_BACKEND": "re"}),
     "redline-api-re": Tool("redline-api-re", ("secret", "pii", "chat"), _redline_api, parse_redline_api,
                            env={"REDLINE_BACKEND": "re"}),
