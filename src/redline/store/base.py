@@ -7,9 +7,9 @@ only, plus (when configured) the prompt as it was after redaction.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Literal, Protocol
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
 
 Action = Literal["allow", "redact", "pseudonymize", "block", "reroute", "error", "denied"]
 GroupBy = Literal["team", "model", "provider", "key"]
@@ -40,6 +40,26 @@ class AuditEvent:
     error: str | None = None  # a message of ours, never request content
     redacted_prompt: str | None = None  # only when the config asks for it
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``ts`` as an ISO 8601 UTC string, everything else as is."""
+        d = asdict(self)
+        d["ts"] = as_utc(self.ts).isoformat()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditEvent:
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        if isinstance(kw.get("ts"), str):
+            kw["ts"] = datetime.fromisoformat(kw["ts"])
+        kw["ts"] = as_utc(kw["ts"])
+        return cls(**kw)
+
+
+def as_utc(ts: datetime) -> datetime:
+    """Naive datetimes are taken to be UTC; aware ones are converted."""
+    return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+
 
 @dataclass
 class UsageRow:
@@ -51,10 +71,16 @@ class UsageRow:
     prompt_tokens: int
     completion_tokens: int
     cost_usd: float
+    denied: int = 0  # refused before the policy ran: bad key, rate limit, budget (action "denied")
+    errors: int = 0  # upstream or gateway errors (action "error")
 
     @property
     def cost_per_1k_requests(self) -> float:
         return self.cost_usd / self.requests * 1000 if self.requests else 0.0
+
+    @property
+    def tokens_per_request(self) -> float:
+        return (self.prompt_tokens + self.completion_tokens) / self.requests if self.requests else 0.0
 
 
 class AuditStore(Protocol):
@@ -69,7 +95,8 @@ class AuditStore(Protocol):
         """Events in time order, optionally filtered."""
         ...
 
-    def usage(self, since: datetime, by: GroupBy) -> list[UsageRow]:
+    def usage(self, since: datetime, by: GroupBy, *, until: datetime | None = None) -> list[UsageRow]:
+        """One row per group, highest cost first. Events without a team/key are grouped under ``"-"``."""
         ...
 
     def spend(self, since: datetime, *, key_id: str | None = None, team: str | None = None) -> float:
@@ -112,6 +139,11 @@ class KeyStore(Protocol):
         ...
 
     def revoke(self, key_id: str) -> bool:
+        """True when an active key was revoked; False when unknown or already revoked."""
+        ...
+
+    def get(self, key_id: str) -> KeyRecord | None:
+        """The key with this id, revoked or not."""
         ...
 
     def list(self) -> list[KeyRecord]:
