@@ -10,10 +10,12 @@ lengths and ASCII-mode patterns keep their meaning.
 from __future__ import annotations
 
 import codecs
+import hashlib
 import logging
 import os
 import re
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from redline.engine.rules import Rule
@@ -112,30 +114,56 @@ class HyperscanMatcher:
                     ids.append(i)
                     flags.append(literal_flags)
                 continue
-            expr = asciify_pattern(rule.pattern).encode("ascii")
-            if self._compiles(expr, pattern_flags):
-                exprs.append(expr)
-                ids.append(i)
-                flags.append(pattern_flags)
-            else:
-                # Still exact, only slower: the rule's regex runs on every block.
-                log.debug("rule %s does not compile for Hyperscan; it runs on every block", rule.id)
-                self._always.add(i)
+            exprs.append(asciify_pattern(rule.pattern).encode("ascii"))
+            ids.append(i)
+            flags.append(pattern_flags)
         self._n = n
         self._db: Any = None
         if exprs:
-            self._db = hs.Database(mode=hs.HS_MODE_BLOCK)
-            self._db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
+            self._db = self._load_or_compile(exprs, ids, flags, rules)
             self._scratch = hs.Scratch(self._db)
 
-    def _compiles(self, expr: bytes, flags: int) -> bool:
+    def _load_or_compile(self, exprs: list[bytes], ids: list[int], flags: list[int], rules: Sequence[Rule]) -> Any:
+        """Compiling a few hundred patterns takes seconds; the compiled database is cached on disk, keyed by
+        everything that went into it, so only the first run after a rule change pays."""
         hs = self._hs
+        digest = hashlib.sha256(repr((exprs, ids, flags, getattr(hs, "__version__", ""))).encode()).hexdigest()
+        cache_dir = _cache_dir()
+        cache = cache_dir / f"hs-{digest[:32]}.db" if cache_dir else None
+        if cache is not None and cache.is_file():
+            try:
+                return hs.loadb(cache.read_bytes(), hs.HS_MODE_BLOCK)
+            except Exception:  # a stale or damaged cache file is simply rebuilt
+                log.debug("ignoring unreadable Hyperscan cache %s", cache)
         db = hs.Database(mode=hs.HS_MODE_BLOCK)
         try:
-            db.compile(expressions=[expr], ids=[0], elements=1, flags=[flags])
+            db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
         except hs.error:
-            return False
-        return True
+            # Find the patterns Hyperscan rejects; their rules then run on every block (still exact, slower).
+            keep = []
+            for k, (e, f) in enumerate(zip(exprs, flags, strict=True)):
+                probe = hs.Database(mode=hs.HS_MODE_BLOCK)
+                try:
+                    probe.compile(expressions=[e], ids=[0], elements=1, flags=[f])
+                    keep.append(k)
+                except hs.error:
+                    if ids[k] < self._n:
+                        log.debug("rule %s does not compile for Hyperscan; it runs on every block",
+                                  rules[ids[k]].id)
+                        self._always.add(ids[k])
+            db = hs.Database(mode=hs.HS_MODE_BLOCK)
+            db.compile(expressions=[exprs[k] for k in keep], ids=[ids[k] for k in keep], elements=len(keep),
+                       flags=[flags[k] for k in keep])
+            return db  # not cached: the fallback set depends on this Hyperscan build
+        if cache is not None:
+            try:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(hs.dumpb(db))
+                tmp.replace(cache)
+            except OSError:
+                log.debug("cannot write Hyperscan cache %s", cache)
+        return db
 
     def candidates(self, block: str) -> set[int]:
         hits = set(self._always)
@@ -151,6 +179,15 @@ class HyperscanMatcher:
         out = {i for i in hits if i < n and (i not in ctx or n + i in hits)}
         out.update(i - n for i in hits if i - n in self._context_only)
         return out
+
+
+def _cache_dir() -> Path | None:
+    """``$REDLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/redline``, else ``~/.cache/redline``; empty disables."""
+    env = os.environ.get("REDLINE_CACHE_DIR")
+    if env is not None:
+        return Path(env) if env else None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "redline"
 
 
 def hyperscan_available() -> bool:

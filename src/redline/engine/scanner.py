@@ -302,9 +302,10 @@ class Scanner:
     @staticmethod
     def _extend(rule: Rule, text: str, start: int, end: int) -> int | None:
         if rule.extend == "json-container":
-            open_pos = end - 1
-            if open_pos < 0 or text[open_pos] not in "[{":
+            brackets = [p for p in (text.find("[", start, end), text.find("{", start, end)) if p != -1]
+            if not brackets:
                 return None
+            open_pos = min(brackets)
             close = _json_container_end(text, open_pos, min(len(text), open_pos + _MAX_TRANSCRIPT_CHARS))
             if close == -1:
                 nl = text.find("\n", end)
@@ -314,8 +315,8 @@ class Scanner:
                 return None
             return close
         if rule.extend == "transcript":
-            line_start = text.rfind("\n", 0, start) + 1
-            t_end, turns, speakers = _transcript_end(text, line_start)
+            # The first turn may follow a log prefix on its line; the next turns start their own lines.
+            t_end, turns, speakers = _transcript_end(text, start)
             if turns < rule.min_turns or speakers < min(2, rule.min_turns):
                 return None
             return t_end

@@ -100,6 +100,31 @@ def open_source(path: str) -> tuple[BinaryIO, Callable[[], int]]:
     return stream, consumed
 
 
+class _SafeReader:
+    """Reads in small pieces and turns a read error into end of input, remembering it, so everything before a
+    truncated or corrupt part of a compressed log is still scanned and reported."""
+
+    def __init__(self, stream: BinaryIO, piece: int = 256 * 1024) -> None:
+        self.stream = stream
+        self.piece = piece
+        self.error: Exception | None = None
+
+    def read(self, n: int = -1) -> bytes:
+        out: list[bytes] = []
+        want = n if n >= 0 else 1 << 62
+        while want > 0 and self.error is None:
+            try:
+                data = self.stream.read(min(want, self.piece))
+            except Exception as exc:  # gzip/zstd/OS errors differ in type; all mean "stop here"
+                self.error = exc
+                break
+            if not data:
+                break
+            out.append(data)
+            want -= len(data)
+        return b"".join(out)
+
+
 def _looks_binary(stream: BinaryIO) -> bool:
     peek = getattr(stream, "peek", None)
     head = peek(SNIFF_BYTES)[:SNIFF_BYTES] if peek else b""
@@ -202,13 +227,16 @@ def scan_file(
         if _looks_binary(stream):
             result.skipped = "binary"
             return result
-        for rec in scan_stream_records(scanner, stream, path, reveal=reveal, on_chunk=progress):
+        reader = _SafeReader(stream)
+        for rec in scan_stream_records(scanner, reader, path, reveal=reveal, on_chunk=progress):  # type: ignore[arg-type]
             if sink is not None:
                 sink(rec)
             else:
                 result.records.append(rec)
-    except (OSError, EOFError, ValueError) as exc:
-        # Truncated gzip/zstd or a read error: keep what was found, report the rest.
+        if reader.error is not None:
+            # Truncated gzip/zstd or a read error: what came before was scanned and reported.
+            result.error = f"{path}: read failed after {result.chars} characters: {reader.error}"
+    except OSError as exc:
         result.error = f"{path}: read failed: {exc}"
     finally:
         result.bytes_read = consumed() if path != "-" else result.chars
