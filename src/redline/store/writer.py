@@ -77,6 +77,7 @@ class AuditWriter:
         self._closed = False
         self._in_flight = 0
         self._last_failed = False
+        self._urgent = False  # flush() asked: write what is queued without waiting for a full batch
         self._idle: asyncio.Event | None = None
         self._last_warn = 0.0
         self._dropped_since_warn = 0
@@ -146,6 +147,7 @@ class AuditWriter:
         assert self._idle is not None
         while self._queue or self._in_flight:
             self._idle.clear()
+            self._urgent = True
             self._poke()
             await self._idle.wait()
             if self._last_failed or (self._task is not None and self._task.done()):
@@ -206,6 +208,7 @@ class AuditWriter:
         assert self._wake is not None and self._idle is not None
         while True:
             if not self._queue:
+                self._urgent = False
                 self._idle.set()
                 if self._closing:
                     return
@@ -213,7 +216,7 @@ class AuditWriter:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.flush_interval)
                 continue
-            if len(self._queue) < self.batch_size and not self._closing:
+            if len(self._queue) < self.batch_size and not self._closing and not self._urgent:
                 # Gather a fuller batch unless asked to flush now.
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
