@@ -92,7 +92,7 @@ def test_usage_by_each_group(audit_store: AuditStore) -> None:
     assert (o.requests, o.redacted, o.rerouted, o.errors) == (3, 1, 1, 1)
     assert by_team["-"].denied == 1
     # highest cost first
-    assert [row.group for row in audit_store.usage(T0, "team")][0] == "research"
+    assert audit_store.usage(T0, "team")[0].group == "research"
 
     by_model = {r.group: r for r in audit_store.usage(T0, "model")}
     assert by_model["gpt-4o"].requests == 4 and by_model["deepseek-chat"].requests == 3

@@ -19,7 +19,7 @@ def test_paths_and_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     s.close()
     monkeypatch.setenv("REDLINE_STORE", str(tmp_path / "env.db"))
     s = open_audit_store()
-    assert Path(s.path if isinstance(s, SqliteAuditStore) else "") == tmp_path / "env.db"  # type: ignore[attr-defined]
+    assert isinstance(s, SqliteAuditStore) and Path(s.path) == tmp_path / "env.db"
     s.close()
 
 

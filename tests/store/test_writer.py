@@ -5,7 +5,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -42,8 +42,8 @@ class SpyStore:
         return [e for b in self.batches for e in b]
 
     def events(self, since: datetime, until: datetime | None = None, *, limit: int | None = None,
-               team: str | None = None, action: str | None = None) -> list[AuditEvent]:
-        return self.written
+               team: str | None = None, action: str | None = None) -> Iterator[AuditEvent]:
+        return iter(self.written)
 
     def usage(self, since: datetime, by: GroupBy, *, until: datetime | None = None) -> list[UsageRow]:
         return []
@@ -103,22 +103,23 @@ def test_many_events_to_sqlite(tmp_path: Path) -> None:
     store = open_audit_store(str(tmp_path / "a.db"))
     n = 20_000
 
-    async def main() -> float:
+    async def main() -> list[float]:
         w = AuditWriter(store)
         w.start()
-        worst = 0.0
+        lat = []
         for i in range(n):
             t = time.perf_counter()
             w.submit(event(i, ts=T0 + timedelta(microseconds=i)))
-            worst = max(worst, time.perf_counter() - t)
-            if i % 1000 == 0:
+            lat.append(time.perf_counter() - t)
+            if i % 100 == 0:
                 await asyncio.sleep(0)  # let the writer run, as a server would between requests
         await w.aclose()
-        return worst
+        return sorted(lat)
 
-    worst = asyncio.run(main())
+    lat = asyncio.run(main())
     assert sum(r.requests for r in store.usage(T0, "team")) == n
-    assert worst < 0.05  # submit never waits for the database
+    # submit never waits for the database: microseconds (the rare outlier is a GC pause or a GIL switch)
+    assert lat[n // 2] < 1e-4 and lat[int(n * 0.99)] < 5e-3
     store.close()
 
 
