@@ -5,6 +5,9 @@ import pytest
 from redline.engine import Scanner, builtin_rules
 from redline.engine.matcher import hyperscan_available
 
+# Throwaway ClickHouse / PostgreSQL / Redis servers (session-scoped fixtures).
+pytest_plugins = ["tests.servers"]
+
 BACKENDS = ["re", *(["hyperscan"] if hyperscan_available() else [])]
 KEY = b"redline-tests-fingerprint-key"
 
