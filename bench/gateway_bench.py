@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import socket
 import statistics
@@ -30,7 +31,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -278,7 +278,7 @@ def main() -> int:
         with SqliteKeyStore(tmp / "keys.db") as ks:
             _, key = ks.create("bench")
         gw_port = free_port()
-        procs.append(start([sys.executable, "-m", "redline.cli", "gateway", "--config", str(cfg), "--port",
+        procs.append(start([str(Path(sys.executable).parent / "redline"), "gateway", "--config", str(cfg), "--port",
                             str(gw_port), "--workers", str(args.workers)], gw_port, log=tmp / "gateway.log"))
         targets = [Target("direct", up_port, "/v1/chat/completions", "echo-64", None, ""),
                    Target("redline", gw_port, "/v1/chat/completions", "bench", key, "")]
@@ -300,11 +300,13 @@ def main() -> int:
                 print(f"LiteLLM not installed at {LITELLM}; see --help", file=sys.stderr)
                 return 2
             lite_port = free_port()
+            master = "sk-" + secrets.token_hex(32)  # LiteLLM authenticates with its master key (no database)
             procs.append(start([str(LITELLM), "--config", str(litellm_config(up_port, tmp)), "--port",
                                 str(lite_port), "--host", "127.0.0.1", "--num_workers", str(args.workers)],
-                               lite_port, env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False"},
+                               lite_port, env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
+                                               "LITELLM_MASTER_KEY": master},
                                log=tmp / "litellm.log"))
-            targets.append(Target("litellm", lite_port, "/v1/chat/completions", "bench", None, ""))
+            targets.append(Target("litellm", lite_port, "/v1/chat/completions", "bench", master, ""))
 
         lat = asyncio.run(latency(targets, prompt, args.requests))
         rows = []
