@@ -256,6 +256,7 @@ class ColumnStats:
             "column": self.name,
             "type": self.type,
             "cells": self.cells,
+            "chars": self.chars,
             "findings": sum(self.by_kind.values()),
             "by_kind": dict(self.by_kind),
             "by_type": dict(self.by_type.most_common()),
