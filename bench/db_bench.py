@@ -22,7 +22,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from redline.synth import log_stream_rows  # noqa: E402
 from tests.servers import (  # noqa: E402
     LOG_STREAM_COLUMNS,
     clickhouse_client,
@@ -31,6 +30,8 @@ from tests.servers import (  # noqa: E402
     log_stream_tuples,
     start_clickhouse,
 )
+
+from redline.synth import log_stream_rows  # noqa: E402
 
 DISTINCT = 100_000
 
