@@ -369,4 +369,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the imported module so front ends raising redline.cli.CliError see the same class.
+    from redline.cli import main as _main
+
+    sys.exit(_main())
