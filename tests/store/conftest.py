@@ -16,7 +16,7 @@ T0 = datetime(2025, 3, 10, 12, 0, 0, tzinfo=UTC)
 
 @pytest.fixture(params=sorted(AUDIT_STORE_FACTORIES))
 def audit_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[AuditStore]:
-    store = AUDIT_STORE_FACTORIES[request.param](tmp_path)
+    store = AUDIT_STORE_FACTORIES[request.param](tmp_path, request)
     try:
         yield store
     finally:

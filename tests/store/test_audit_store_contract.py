@@ -168,3 +168,89 @@ def test_concurrent_writes_and_reads(audit_store: AuditStore) -> None:
 def test_event_dict_round_trip() -> None:
     e = event(3, finding_counts={"email": 1}, fingerprints=["ab"])
     assert AuditEvent.from_dict(e.to_dict()) == e
+
+
+# ------------------------------------------------------------------------------------ dashboard aggregates
+
+
+def _mixed() -> list[AuditEvent]:
+    return [
+        event(0, team="research", key_id="rk_1", provider="openai", model="gpt-4o", action="allow", cost_usd=1.0,
+              prompt_tokens=10, completion_tokens=5),
+        event(30, team="research", key_id="rk_1", provider="openai", model="gpt-4o", action="redact",
+              finding_counts={"email": 2, "openai-project-key": 1}, finding_kinds={"pii": 2, "secret": 1},
+              fingerprints=["fp_a", "fp_b"], cost_usd=2.0),
+        event(3600, team="ops", key_id="rk_2", provider="deepseek", model="deepseek-chat", action="block",
+              status=403, finding_counts={"openai-project-key": 1}, finding_kinds={"secret": 1},
+              fingerprints=["fp_b"]),
+        event(3700, team="ops", key_id="rk_2", provider="local", model="llama", action="reroute",
+              rerouted_from="deepseek", finding_counts={"email": 1}, finding_kinds={"pii": 1},
+              fingerprints=["fp_a"], cost_usd=0.5),
+        event(7300, team=None, key_id=None, provider="", model="", action="denied", status=401),
+    ]
+
+
+def test_count(audit_store: AuditStore) -> None:
+    audit_store.write(_mixed())
+    assert audit_store.count() == 5
+    assert audit_store.count(T0 + timedelta(seconds=30)) == 4
+    assert audit_store.count(None, T0 + timedelta(seconds=30)) == 1
+    assert audit_store.count(T0 + timedelta(days=1)) == 0
+
+
+def test_recent_newest_first_with_filters(audit_store: AuditStore) -> None:
+    audit_store.write(_mixed())
+    got = audit_store.recent(T0)
+    assert [e.request_id for e in got] == ["req-7300", "req-3700", "req-3600", "req-30", "req-0"]
+    assert [e.request_id for e in audit_store.recent(T0, limit=2)] == ["req-7300", "req-3700"]
+    assert [e.request_id for e in audit_store.recent(T0, team="ops")] == ["req-3700", "req-3600"]
+    assert [e.request_id for e in audit_store.recent(T0, action="block")] == ["req-3600"]
+    assert [e.request_id for e in audit_store.recent(T0, key_id="rk_1")] == ["req-30", "req-0"]
+    assert [e.request_id for e in audit_store.recent(T0, provider="local")] == ["req-3700"]
+    assert [e.request_id for e in audit_store.recent(T0, model="gpt-4o", action="redact")] == ["req-30"]
+    assert audit_store.recent(T0 + timedelta(seconds=3601)) == audit_store.recent(T0, limit=2)
+    assert got[3].finding_counts == {"email": 2, "openai-project-key": 1}
+
+
+def test_timeseries(audit_store: AuditStore) -> None:
+    audit_store.write(_mixed())
+    hourly = audit_store.timeseries(T0, bucket_seconds=3600)
+    assert [(b, r.group, r.requests) for b, r in hourly] == [
+        (T0, "", 2), (T0 + timedelta(hours=1), "", 2), (T0 + timedelta(hours=2), "", 1)]
+    first = hourly[0][1]
+    assert (first.redacted, first.blocked, first.cost_usd) == (1, 0, pytest.approx(3.0))
+    second = hourly[1][1]
+    assert (second.blocked, second.rerouted) == (1, 1)
+    assert hourly[2][1].denied == 1
+    by_team = audit_store.timeseries(T0, T0 + timedelta(hours=2), bucket_seconds=86400, by="team")
+    assert [(r.group, r.requests) for _, r in by_team] == [("ops", 2), ("research", 2)]
+    assert all(b == T0.replace(hour=0) for b, _ in by_team)
+    by_provider = {r.group: r.requests for _, r in audit_store.timeseries(T0, bucket_seconds=60, by="provider")}
+    assert by_provider["openai"] == 2 and by_provider["local"] == 1
+    with pytest.raises(ValueError):
+        audit_store.timeseries(T0, by="colour")  # type: ignore[arg-type]
+
+
+def test_findings_by_type_and_group(audit_store: AuditStore) -> None:
+    audit_store.write(_mixed())
+    flat = {(r.type): (r.count, r.events) for r in audit_store.findings(T0)}
+    assert flat == {"email": (3, 2), "openai-project-key": (2, 2)}
+    assert audit_store.findings(T0)[0].type == "email"
+    by_team = {(r.group, r.type): (r.count, r.events) for r in audit_store.findings(T0, by="team")}
+    assert by_team == {("research", "email"): (2, 1), ("research", "openai-project-key"): (1, 1),
+                       ("ops", "openai-project-key"): (1, 1), ("ops", "email"): (1, 1)}
+    by_key = {(r.group, r.type) for r in audit_store.findings(T0, by="key")}
+    assert ("rk_2", "email") in by_key
+    assert audit_store.findings(T0 + timedelta(seconds=3601)) == [
+        audit_store.findings(T0 + timedelta(seconds=3601))[0]]
+
+
+def test_fingerprints(audit_store: AuditStore) -> None:
+    audit_store.write(_mixed())
+    rows = audit_store.fingerprints(T0)
+    assert [(r.fingerprint, r.events) for r in rows] == [("fp_a", 2), ("fp_b", 2)]
+    a = rows[0]
+    assert a.teams == ["ops", "research"] and a.keys == ["rk_1", "rk_2"]
+    assert a.first_seen == T0 + timedelta(seconds=30) and a.last_seen == T0 + timedelta(seconds=3700)
+    assert len(audit_store.fingerprints(T0, limit=1)) == 1
+    assert audit_store.fingerprints(T0 + timedelta(hours=3)) == []

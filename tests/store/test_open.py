@@ -23,14 +23,11 @@ def test_paths_and_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     s.close()
 
 
-def test_clickhouse_not_available_yet() -> None:
-    try:
-        import redline.store.clickhouse  # type: ignore[import-not-found]  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(StoreError, match="ClickHouse store not available yet"):
-            open_audit_store("clickhouse://user:pw@localhost:8123/redline")
-    else:  # pragma: no cover - once issue 5 lands
-        pytest.skip("ClickHouse store installed")
+def test_clickhouse_url_is_checked_before_connecting() -> None:
+    # No server on this port: the security check must refuse first, and never echo the password.
+    with pytest.raises(StoreError, match="default") as exc:
+        open_audit_store("clickhouse://localhost:1/redline")
+    assert "pw" not in str(exc.value)
 
 
 def test_unknown_scheme() -> None:

@@ -13,6 +13,12 @@ from typing import Any, cast
 from redline.store.base import AuditEvent, AuditStore, GroupBy, KeyRecord, KeyStore, UsageRow
 from redline.store.sqlite import SqliteAuditStore, SqliteKeyStore, StoreError
 
+
+class StoreSecurityError(StoreError):
+    """The store connection would be insecure (``default`` user without a password, plain text over a
+    network); ``--allow-insecure-store`` overrides."""
+
+
 __all__ = [
     "DEFAULT_KEYS",
     "DEFAULT_STORE",
@@ -24,7 +30,9 @@ __all__ = [
     "SqliteAuditStore",
     "SqliteKeyStore",
     "StoreError",
+    "StoreSecurityError",
     "UsageRow",
+    "check_audit_store",
     "open_audit_store",
     "open_key_store",
     "sqlite_path",
@@ -33,6 +41,7 @@ __all__ = [
 DEFAULT_STORE = "./redline-audit.db"
 DEFAULT_KEYS = "./redline-keys.db"
 STORE_ENV = "REDLINE_STORE"
+INSECURE_ENV = "REDLINE_ALLOW_INSECURE_STORE"  # "1": same as --allow-insecure-store
 KEYS_ENV = "REDLINE_KEYS"
 
 
@@ -49,9 +58,27 @@ def sqlite_path(url_or_path: str) -> str | None:
     return os.path.expanduser(s)
 
 
-def open_audit_store(url_or_path: str | os.PathLike[str] | None = None) -> AuditStore:
+def allow_insecure_from_env() -> bool:
+    return os.environ.get(INSECURE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def check_audit_store(url_or_path: str | os.PathLike[str] | None = None, *, allow_insecure: bool = False) -> None:
+    """Apply the secure-default checks to a store URL without connecting (for early, one-line CLI errors):
+    raises :class:`StoreError` (``StoreSecurityError`` for an insecure ClickHouse connection)."""
+    target = str(url_or_path or os.environ.get(STORE_ENV) or DEFAULT_STORE)
+    if target.split("://", 1)[0].lower().startswith("clickhouse") and "://" in target:
+        from redline.store.clickhouse import check_url
+
+        check_url(target, allow_insecure=allow_insecure or allow_insecure_from_env())
+
+
+def open_audit_store(url_or_path: str | os.PathLike[str] | None = None, *,
+                     allow_insecure: bool = False) -> AuditStore:
     """Open (creating when needed) the audit store named by a URL or path; default ``$REDLINE_STORE`` or
-    ``./redline-audit.db``. Raises :class:`StoreError` with a one-line message on bad input."""
+    ``./redline-audit.db``. Raises :class:`StoreError` with a one-line message on bad input.
+
+    ClickHouse connections are refused when insecure (``default`` user without a password, plain text to a
+    host other than loopback) unless ``allow_insecure`` or ``$REDLINE_ALLOW_INSECURE_STORE=1``."""
     target = str(url_or_path or os.environ.get(STORE_ENV) or DEFAULT_STORE)
     path = sqlite_path(target)
     if path is not None:
@@ -67,8 +94,8 @@ def open_audit_store(url_or_path: str | os.PathLike[str] | None = None) -> Audit
                 raise StoreError("ClickHouse store not available yet in this installation "
                                  f"({target.split('@')[-1]}); use a SQLite path") from None
             raise StoreError(f"ClickHouse store needs a missing package: {exc.name}") from None
-        # Contract for the ClickHouse module: ``open_store(url) -> AuditStore``.
-        return cast(AuditStore, mod.open_store(target))
+        # Contract for the ClickHouse module: ``open_store(url, allow_insecure=...) -> AuditStore``.
+        return cast(AuditStore, mod.open_store(target, allow_insecure=allow_insecure or allow_insecure_from_env()))
     raise StoreError(f"unsupported audit store {target.split('@')[-1]!r}: use a file path, sqlite:///PATH "
                      "or clickhouse://…")
 

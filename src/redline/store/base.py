@@ -83,6 +83,44 @@ class UsageRow:
         return (self.prompt_tokens + self.completion_tokens) / self.requests if self.requests else 0.0
 
 
+@dataclass
+class FindingRow:
+    """Findings of one type in one group (a team or key, or ``""`` when not grouped): never values."""
+
+    group: str
+    type: str
+    count: int  # findings
+    events: int  # requests they were found in
+
+
+@dataclass
+class FingerprintRow:
+    """One keyed fingerprint (the same secret or personal datum seen again), where and when it was seen."""
+
+    fingerprint: str
+    events: int
+    first_seen: datetime
+    last_seen: datetime
+    teams: list[str] = field(default_factory=list)  # "-" for requests without a key
+    keys: list[str] = field(default_factory=list)
+
+
+GROUP_NAMES: tuple[GroupBy, ...] = ("team", "model", "provider", "key")
+
+
+def check_group(by: str) -> None:
+    if by not in GROUP_NAMES:
+        raise ValueError(f"cannot group by {by!r}: use team, model, provider or key")
+
+
+def usage_row(group: str, r: Sequence[Any]) -> UsageRow:
+    """A UsageRow from the 9 aggregates every backend selects in this order: requests, blocked, redacted,
+    rerouted, prompt tokens, completion tokens, cost, denied, errors."""
+    return UsageRow(group=group, requests=int(r[0]), blocked=int(r[1] or 0), redacted=int(r[2] or 0),
+                    rerouted=int(r[3] or 0), prompt_tokens=int(r[4] or 0), completion_tokens=int(r[5] or 0),
+                    cost_usd=float(r[6] or 0.0), denied=int(r[7] or 0), errors=int(r[8] or 0))
+
+
 class AuditStore(Protocol):
     """Append-mostly store of audit events. Implementations: SQLite (default), ClickHouse."""
 
@@ -101,6 +139,32 @@ class AuditStore(Protocol):
 
     def spend(self, since: datetime, *, key_id: str | None = None, team: str | None = None) -> float:
         """Cost in USD since ``since`` for a key or a team (budgets)."""
+        ...
+
+    def recent(self, since: datetime, *, limit: int = 100, team: str | None = None, action: str | None = None,
+               key_id: str | None = None, provider: str | None = None,
+               model: str | None = None) -> list[AuditEvent]:
+        """The newest events first (the dashboard's event list), optionally filtered."""
+        ...
+
+    def timeseries(self, since: datetime, until: datetime | None = None, *, bucket_seconds: int = 3600,
+                   by: GroupBy | None = None) -> list[tuple[datetime, UsageRow]]:
+        """Usage per time bucket (UTC, aligned to the epoch), per group when ``by`` is given (else group
+        ``""``); in bucket then group order, empty buckets left out."""
+        ...
+
+    def findings(self, since: datetime, until: datetime | None = None, *,
+                 by: GroupBy | None = None) -> list[FindingRow]:
+        """Finding counts per type (and per group), most frequent first."""
+        ...
+
+    def fingerprints(self, since: datetime, until: datetime | None = None, *,
+                     limit: int = 50) -> list[FingerprintRow]:
+        """The fingerprints seen in the most requests, most frequent first."""
+        ...
+
+    def count(self, since: datetime | None = None, until: datetime | None = None) -> int:
+        """Events in ``[since, until)`` (either end open when None)."""
         ...
 
     def purge(self, before: datetime) -> int:

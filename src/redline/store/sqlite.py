@@ -24,7 +24,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from redline.store.base import AuditEvent, GroupBy, KeyRecord, UsageRow, as_utc
+from redline.store.base import (
+    AuditEvent,
+    FindingRow,
+    FingerprintRow,
+    GroupBy,
+    KeyRecord,
+    UsageRow,
+    as_utc,
+    check_group,
+    usage_row,
+)
 
 SCHEMA_VERSION = 1
 SECRET_PREFIX = "rl-"
@@ -243,25 +253,91 @@ class SqliteAuditStore:
                                         params).fetchone()
         return int(row[0])
 
+    _AGGREGATES = """COUNT(*), SUM(action = 'block'), SUM(action IN ('redact', 'pseudonymize')),
+                   SUM(action = 'reroute' OR rerouted_from IS NOT NULL),
+                   SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd),
+                   SUM(action = 'denied'), SUM(action = 'error')"""
+
     def usage(self, since: datetime, by: GroupBy, *, until: datetime | None = None) -> list[UsageRow]:
         col = _GROUP_COLUMNS.get(by)
         if col is None:
             raise ValueError(f"cannot group usage by {by!r}: use team, model, provider or key")
         where, params = self._range(since, until)
         sql = f"""
-            SELECT COALESCE({col}, '-') AS g, COUNT(*),
-                   SUM(action = 'block'), SUM(action IN ('redact', 'pseudonymize')),
-                   SUM(action = 'reroute' OR rerouted_from IS NOT NULL),
-                   SUM(prompt_tokens), SUM(completion_tokens), SUM(cost_usd),
-                   SUM(action = 'denied'), SUM(action = 'error')
+            SELECT COALESCE({col}, '-') AS g, {self._AGGREGATES}
             FROM audit_events WHERE {' AND '.join(where)}
             GROUP BY g ORDER BY SUM(cost_usd) DESC, COUNT(*) DESC, g"""
         with self._db.lock:
             rows = self._db.conn.execute(sql, params).fetchall()
-        return [UsageRow(group=str(r[0]), requests=int(r[1]), blocked=int(r[2] or 0), redacted=int(r[3] or 0),
-                         rerouted=int(r[4] or 0), prompt_tokens=int(r[5] or 0), completion_tokens=int(r[6] or 0),
-                         cost_usd=float(r[7] or 0.0), denied=int(r[8] or 0), errors=int(r[9] or 0))
-                for r in rows]
+        return [usage_row(str(r[0]), r[1:]) for r in rows]
+
+    def recent(self, since: datetime, *, limit: int = 100, team: str | None = None, action: str | None = None,
+               key_id: str | None = None, provider: str | None = None,
+               model: str | None = None) -> list[AuditEvent]:
+        where, params = self._range(since, None)
+        for col, value in (("team", team), ("action", action), ("key_id", key_id), ("provider", provider),
+                           ("model", model)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                params.append(value)
+        sql = (f"SELECT id, {', '.join(_EVENT_COLUMNS)} FROM audit_events WHERE {' AND '.join(where)} "
+               "ORDER BY ts_us DESC, id DESC LIMIT ?")
+        with self._db.lock:
+            rows = self._db.conn.execute(sql, [*params, max(0, int(limit))]).fetchall()
+        return [_event_from_row(r) for r in rows]
+
+    def timeseries(self, since: datetime, until: datetime | None = None, *, bucket_seconds: int = 3600,
+                   by: GroupBy | None = None) -> list[tuple[datetime, UsageRow]]:
+        if bucket_seconds < 1:
+            raise ValueError("bucket_seconds must be at least 1")
+        if by is not None:
+            check_group(by)
+        g = f"COALESCE({_GROUP_COLUMNS[by]}, '-')" if by is not None else "''"
+        width = int(bucket_seconds) * 1_000_000
+        where, params = self._range(since, until)
+        sql = f"""SELECT (ts_us / {width}) * {width} AS b, {g} AS g, {self._AGGREGATES}
+                  FROM audit_events WHERE {' AND '.join(where)} GROUP BY b, g ORDER BY b, g"""
+        with self._db.lock:
+            rows = self._db.conn.execute(sql, params).fetchall()
+        return [(from_us(int(r[0])), usage_row(str(r[1]), r[2:])) for r in rows]
+
+    def findings(self, since: datetime, until: datetime | None = None, *,
+                 by: GroupBy | None = None) -> list[FindingRow]:
+        if by is not None:
+            check_group(by)
+        g = f"COALESCE(a.{_GROUP_COLUMNS[by]}, '-')" if by is not None else "''"
+        where, params = self._range(since, until)
+        where = [w.replace("ts_us", "a.ts_us") for w in where]
+        sql = f"""SELECT {g} AS g, j.key, SUM(j.value), COUNT(*)
+                  FROM audit_events AS a, json_each(a.finding_counts) AS j
+                  WHERE {' AND '.join(where)} AND a.finding_counts != '{{}}'
+                  GROUP BY g, j.key ORDER BY SUM(j.value) DESC, g, j.key"""
+        with self._db.lock:
+            rows = self._db.conn.execute(sql, params).fetchall()
+        return [FindingRow(group=str(r[0]), type=str(r[1]), count=int(r[2]), events=int(r[3])) for r in rows]
+
+    def fingerprints(self, since: datetime, until: datetime | None = None, *,
+                     limit: int = 50) -> list[FingerprintRow]:
+        where, params = self._range(since, until)
+        where = [w.replace("ts_us", "a.ts_us") for w in where]
+        sql = f"""SELECT j.value, COALESCE(a.team, '-'), COALESCE(a.key_id, '-'), COUNT(*), MIN(a.ts_us),
+                         MAX(a.ts_us)
+                  FROM audit_events AS a, json_each(a.fingerprints) AS j
+                  WHERE {' AND '.join(where)} AND a.fingerprints != '[]'
+                  GROUP BY j.value, a.team, a.key_id"""
+        with self._db.lock:
+            rows = self._db.conn.execute(sql, params).fetchall()
+        acc: dict[str, list[Any]] = {}
+        for fp, team, key, n, first, last in rows:
+            a = acc.setdefault(fp, [0, first, last, set(), set()])
+            a[0] += n
+            a[1], a[2] = min(a[1], first), max(a[2], last)
+            a[3].add(team)
+            a[4].add(key)
+        out = [FingerprintRow(fingerprint=fp, events=a[0], first_seen=from_us(a[1]), last_seen=from_us(a[2]),
+                              teams=sorted(a[3]), keys=sorted(a[4])) for fp, a in acc.items()]
+        out.sort(key=lambda r: (-r.events, r.fingerprint))
+        return out[:max(0, int(limit))]
 
     def spend(self, since: datetime, *, key_id: str | None = None, team: str | None = None) -> float:
         where, params = self._range(since, None)
