@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import io
 import os
 import re
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import IO, Any, NoReturn
@@ -30,6 +32,7 @@ FRONT_ENDS = (
 )
 
 
+DEMO_REPORT = "redline-demo-report.html"
 DB_URL = re.compile(r"^(?:sqlite|postgres|postgresql|clickhouse)(?:\+\w+)?://", re.IGNORECASE)
 
 
@@ -98,6 +101,7 @@ def _open_output(stack: ExitStack, path: str | None) -> IO[str]:
 
 def cmd_scan(args: argparse.Namespace) -> int:
     from redline.report import Summary, Writer, summary_line
+    from redline.reporting.model import safe_text
     from redline.scan.files import FileResult, InputError, iter_paths, scan_file, scan_files_parallel
 
     if args.jobs < 1:
@@ -108,7 +112,8 @@ def cmd_scan(args: argparse.Namespace) -> int:
     scanner = make_scanner(kwargs)
     min_rank = CONFIDENCE_RANK[args.min_confidence]
     fail_rank = None if args.fail_on == "never" else CONFIDENCE_RANK["low" if args.fail_on == "any" else args.fail_on]
-    summary = Summary()
+    summary = Summary(targets=[safe_text(p) for p in args.paths], read_only=True,
+                      started_at=datetime.now(UTC).isoformat(timespec="seconds"))
     failing = False
     baseline_out: list[str] = []
     started = time.perf_counter()
@@ -281,7 +286,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
               f"ClickHouse log_stream table (all values are fakes)\n")
         ns = build_parser().parse_args(["scan", str(path), "--fail-on", "never", "--no-progress",
                                         *(["--format", args.format] if args.format else [])])
-        return cmd_scan(ns)
+        code = cmd_scan(ns)
+        # The same scan again as an HTML report a person can open (its summary line would repeat: hidden).
+        report = Path(DEMO_REPORT).resolve()
+        ns = build_parser().parse_args(["scan", str(path), "--fail-on", "never", "--no-progress",
+                                        "--format", "html", "--output", str(report)])
+        with contextlib.redirect_stderr(io.StringIO()):
+            cmd_scan(ns)
+        print(f"\nredline demo: wrote the HTML report {report} (open it in a browser)",
+              file=sys.stdout if args.format in (None, "table") else sys.stderr)
+        return code
 
 
 def _add_engine_options(p: argparse.ArgumentParser) -> None:

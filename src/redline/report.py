@@ -1,4 +1,4 @@
-"""Writing scan results: a readable table, JSON lines, JSON, CSV and SARIF 2.1.0.
+"""Writing scan results: a readable table, JSON lines, JSON, CSV, SARIF 2.1.0 and HTML (``redline.reporting``).
 
 Every format takes the same records (dicts built by a scanner front end from engine findings) and never sees a
 raw value unless the user asked for ``--reveal``.
@@ -17,7 +17,7 @@ from typing import IO, Any
 from redline import __version__
 from redline.engine import Rule
 
-FORMATS = ("table", "jsonl", "json", "csv", "sarif")
+FORMATS = ("table", "jsonl", "json", "csv", "sarif", "html")
 CSV_FIELDS = ("path", "line", "column", "start", "end", "end_line", "kind", "type", "confidence", "fingerprint",
               "snippet")
 _SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -34,6 +34,10 @@ class Summary:
     errors: list[str] = field(default_factory=list)
     by_kind: Counter[str] = field(default_factory=Counter)
     by_type: Counter[str] = field(default_factory=Counter)
+    # What was scanned (passwords hidden), when (ISO 8601, UTC) and whether the scan only read: for reports.
+    targets: list[str] = field(default_factory=list)
+    started_at: str | None = None
+    read_only: bool | None = None
 
     def add(self, rec: dict[str, Any]) -> None:
         self.by_kind[rec["kind"]] += 1
@@ -53,6 +57,9 @@ class Summary:
             "by_type": dict(self.by_type.most_common()),
             "skipped": [{"path": p, "reason": r} for p, r in self.skipped],
             "errors": self.errors,
+            **({"targets": self.targets} if self.targets else {}),
+            **({"started_at": self.started_at} if self.started_at else {}),
+            **({"read_only": self.read_only} if self.read_only is not None else {}),
         }
 
 
@@ -96,6 +103,10 @@ class Writer:
             self.out.write("\n")
         elif self.fmt == "table":
             self._table(summary)
+        elif self.fmt == "html":
+            from redline.reporting.html import render_html
+
+            self.out.write(render_html(self.records, summary, self.rules.values()))
         self.out.flush()
 
     def _table(self, summary: Summary) -> None:
