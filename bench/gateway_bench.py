@@ -75,13 +75,13 @@ class Conn:
         sock = self.writer.get_extra_info("socket")
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+    async def post(self, path: str, body: bytes, headers: dict[str, str], method: str = "POST") -> tuple[int, bytes]:
         if self.writer is None:
             await self.open()
         assert self.reader is not None and self.writer is not None
         h = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        self.writer.write(f"POST {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: application/json"
-                          f"\r\ncontent-length: {len(body)}\r\n{h}\r\n".encode() + body)
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\ncontent-type: "
+                          f"application/json\r\ncontent-length: {len(body)}\r\n{h}\r\n".encode() + body)
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ", 2)[1])
@@ -113,8 +113,10 @@ class Conn:
 
 
 class Target:
-    def __init__(self, name: str, port: int, path: str, model: str, key: str | None, expect: str) -> None:
+    def __init__(self, name: str, port: int, path: str, model: str, key: str | None, expect: str,
+                 pid: int | None = None) -> None:
         self.name, self.port, self.path, self.model, self.key, self.expect = name, port, path, model, key, expect
+        self.pid = pid  # the serving process (and its workers): its CPU time is measured
 
     def body(self, prompt: str) -> bytes:
         return json.dumps({"model": self.model, "messages": [{"role": "user", "content": prompt}]}).encode()
@@ -148,7 +150,9 @@ async def latency(targets: list[Target], prompt: str, n: int) -> dict[str, list[
     return out
 
 
-async def throughput(t: Target, prompt: str, clients: int, seconds: float, max_requests: int) -> tuple[float, int]:
+async def throughput(t: Target, prompt: str, clients: int, seconds: float, max_requests: int
+                     ) -> tuple[float, int, float]:
+    """Requests per second, errors, and CPU ms per request of the serving process tree."""
     body = t.body(prompt)
     done = 0
     errors = 0
@@ -173,9 +177,12 @@ async def throughput(t: Target, prompt: str, clients: int, seconds: float, max_r
     for _ in range(20):
         await one(warm, t, body)
     warm.close()
+    cpu0 = proc_cpu_seconds(t.pid) if t.pid else 0.0
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return done / (time.perf_counter() - t0), errors
+    elapsed = time.perf_counter() - t0
+    cpu = (proc_cpu_seconds(t.pid) - cpu0) if t.pid else 0.0
+    return done / elapsed, errors, cpu / max(1, done) * 1000
 
 
 # ---------------------------------------------------------------------------------------------- processes
@@ -248,6 +255,56 @@ def litellm_config(upstream_port: int, tmp: Path) -> Path:
     return path
 
 
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and all its live descendants (all threads), from /proc."""
+    tck = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                st = Path(f"/proc/{d}/stat").read_text()
+            except OSError:
+                continue
+            ppid = int(st.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(d))
+    total = 0.0
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tck  # utime, stime
+        todo.extend(children.get(p, []))
+    return total
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's threads: ``main`` (the event loop) and ``other`` (audit writes, executors)."""
+    tck = os.sysconf("SC_CLK_TCK")
+    out: dict[str, float] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError):
+                st = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                name = "main" if int(tid) == pid else "other"
+                f = st.rsplit(")", 1)[1].split()
+                out[name] = out.get(name, 0.0) + (int(f[11]) + int(f[12])) / tck
+    return out
+
+
+def machine() -> str:
+    model = "?"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    la = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"machine: {os.cpu_count()} CPU(s) (nproc {len(os.sched_getaffinity(0))}), {model}; load average {la}"
+
+
 def pct(xs: list[float], p: float) -> float:
     s = sorted(xs)
     return s[min(len(s) - 1, int(p / 100 * len(s)))]
@@ -280,8 +337,8 @@ def main() -> int:
         gw_port = free_port()
         procs.append(start([str(Path(sys.executable).parent / "redline"), "gateway", "--config", str(cfg), "--port",
                             str(gw_port), "--workers", str(args.workers)], gw_port, log=tmp / "gateway.log"))
-        targets = [Target("direct", up_port, "/v1/chat/completions", "echo-64", None, ""),
-                   Target("redline", gw_port, "/v1/chat/completions", "bench", key, "")]
+        targets = [Target("direct", up_port, "/v1/chat/completions", "echo-64", None, "", pid=up.pid),
+                   Target("redline", gw_port, "/v1/chat/completions", "bench", key, "", pid=procs[-1].pid)]
 
         # Sanity: the gateway's upstream never sees the planted values, the answer has them back.
         async def check() -> None:
@@ -306,31 +363,37 @@ def main() -> int:
                                lite_port, env={"LITELLM_LOG": "ERROR", "LITELLM_TELEMETRY": "False",
                                                "LITELLM_MASTER_KEY": master},
                                log=tmp / "litellm.log"))
-            targets.append(Target("litellm", lite_port, "/v1/chat/completions", "bench", master, ""))
+            targets.append(Target("litellm", lite_port, "/v1/chat/completions", "bench", master, "",
+                                  pid=procs[-1].pid))
 
+        load_before = machine()
         lat = asyncio.run(latency(targets, prompt, args.requests))
         rows = []
         base50, base99 = pct(lat["direct"], 50), pct(lat["direct"], 99)
-        tput: dict[str, tuple[float, int]] = {}
+        tput: dict[str, tuple[float, int, float]] = {}
         for t in targets:
             tput[t.name] = asyncio.run(throughput(t, prompt, args.clients, args.seconds, 200_000))
         for t in targets:
             p50, p99 = pct(lat[t.name], 50), pct(lat[t.name], 99)
             rows.append((t.name, p50 * 1000, p99 * 1000, (p50 - base50) * 1000, (p99 - base99) * 1000,
-                         statistics.mean(lat[t.name]) * 1000, tput[t.name][0], tput[t.name][1]))
+                         statistics.mean(lat[t.name]) * 1000, *tput[t.name]))
         print(f"\n2 KB prompt with a secret and an email, full policy; {args.requests} sequential requests for "
-              f"latency, {args.clients} clients x {args.seconds:.0f} s for throughput; {args.workers} worker(s); "
-              f"{os.cpu_count()} CPU(s)\n")
+              f"latency, {args.clients} clients x {args.seconds:.0f} s for throughput; {args.workers} worker(s)")
+        print(f"before: {load_before}")
+        print(f"after:  {machine()}\n")
         print(f"| {'target':<8} | p50 ms | p99 ms | added p50 ms | added p99 ms | mean ms | req/s @{args.clients} "
-              f"| errors |")
-        print("|----------|-------:|-------:|-------------:|-------------:|--------:|-----------:|-------:|")
-        for name, p50, p99, a50, a99, mean, rps, errs in rows:
+              f"| errors | CPU ms/req |")
+        print("|----------|-------:|-------:|-------------:|-------------:|--------:|-----------:|-------:|-----------:|")
+        for name, p50, p99, a50, a99, mean, rps, errs, cpu in rows:
             added50 = "—" if name == "direct" else f"{a50:.3f}"
             added99 = "—" if name == "direct" else f"{a99:.3f}"
             print(f"| {name:<8} | {p50:6.3f} | {p99:6.3f} | {added50:>12} | {added99:>12} | {mean:7.3f} "
-                  f"| {rps:10.0f} | {errs:6d} |")
+                  f"| {rps:10.0f} | {errs:6d} | {cpu:10.3f} |")
+        print("\nCPU ms/req: user + system CPU time of the serving process tree (all threads and workers) during the "
+              "throughput run, per request; for direct, the upstream stand-in itself.")
         if "litellm" in tput and tput["litellm"][0] > 0:
-            print(f"\nthroughput redline / litellm: {tput['redline'][0] / tput['litellm'][0]:.1f}x")
+            print(f"throughput redline / litellm: {tput['redline'][0] / tput['litellm'][0]:.1f}x; "
+                  f"CPU per request litellm / redline: {tput['litellm'][2] / max(1e-9, tput['redline'][2]):.1f}x")
         return 0
     finally:
         for p in reversed(procs):

@@ -7,6 +7,7 @@ With several worker processes, set ``PROMETHEUS_MULTIPROC_DIR`` to an empty fold
 from __future__ import annotations
 
 import os
+from typing import Any, TypeVar
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -17,6 +18,9 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
+_MAX_CHILDREN = 10_000
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
@@ -44,6 +48,18 @@ class Metrics:
                                    registry=r, multiprocess_mode="sum")
         self.in_flight = Gauge("redline_gateway_in_flight", "Requests being served", registry=r,
                                multiprocess_mode="livesum")
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: _M, *labels: str) -> _M:
+        """``metric.labels(*labels)``, kept: the per-request path does a dict lookup, not a locked label walk."""
+        key = (id(metric), *labels)
+        c = self._children.get(key)
+        if c is None:
+            if len(self._children) >= _MAX_CHILDREN:
+                self._children.clear()
+            c = metric.labels(*labels)
+            self._children[key] = c
+        return c
 
     def render(self) -> tuple[bytes, str]:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
