@@ -13,7 +13,7 @@ from typing import IO, Any
 
 from redline import __version__
 
-FORMATS = ("table", "json", "jsonl", "sarif")
+FORMATS = ("table", "json", "jsonl", "sarif", "html")
 EXIT_OK, EXIT_OPEN, EXIT_ERROR = 0, 1, 2
 _SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 _LEVEL = {"open": "error", "restricted": "warning", "auth-required": "note"}
@@ -124,6 +124,10 @@ def write(results: list[Any], fmt: str, out: IO[str], *, seconds: float = 0.0, s
     elif fmt == "sarif":
         json.dump(sarif(results), out, ensure_ascii=False, indent=2)
         out.write("\n")
+    elif fmt == "html":  # redline.reporting: the self-contained HTML report (docs/reports.md)
+        from redline.reporting.html import probe_html
+
+        out.write(probe_html([r.to_dict() for r in results], seconds=seconds))
     else:
         _table(results, out, seconds, show_all)
     out.flush()

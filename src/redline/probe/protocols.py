@@ -677,7 +677,7 @@ async def probe_memcached(conn: Conn, host: str, port: int) -> Identified | None
 PORT_HINTS: dict[int, str] = {8123: "http", 8443: "https", 9000: "clickhouse", 9440: "clickhouse-tls",
                               6379: "redis", 5432: "postgresql", 9200: "http", 27017: "mongodb",
                               11211: "memcached", 5984: "http"}
-ORDER = ("http", "redis", "postgresql", "clickhouse", "mongodb", "memcached")
+ORDER = ("http", "redis", "memcached", "clickhouse", "postgresql", "mongodb")  # cheapest to refuse first
 TLS_FIRST = {"https": "http", "clickhouse-tls": "clickhouse"}
 
 
