@@ -47,6 +47,29 @@ def db_and_probe_records() -> list[dict[str, Any]]:
         {"table": "logs.<b>bold</b>", "column": "body", "row": "<i>k</i>", "start": 3, "end": 300, "kind": "chat",
          "type": "chat-messages-array", "confidence": "high", "fingerprint": "c3" * 12,
          "snippet": "[chat transcript, 297 chars]"},
-        {"host": "10.0.0.5", "port": 6379, "service": "redis", "verdict": "open", "kind": "probe",
-         "fingerprint": "d4" * 12, "snippet": "PING answered without AUTH"},
+        *PROBE_RESULTS,
     ]
+
+
+# `redline probe --format jsonl` lines (redline.probe.Result.to_dict()), one with --inspect findings.
+PROBE_RESULTS: list[dict[str, Any]] = [
+    {"endpoint": "10.0.0.5:6379", "host": "10.0.0.5", "port": 6379, "service": "redis", "verdict": "open",
+     "severity": "high", "version": "7.2.4", "tls": False,
+     "evidence": ["PING answered +PONG without AUTH", "INFO: redis_version:7.2.4"],
+     "fix": "Set requirepass (or ACL users), bind to a private interface and keep protected-mode on.",
+     "seconds": 0.012, "bytes_read": 180,
+     "inspect": {"service": "redis", "via": "RESP", "findings": 1, "by_kind": {"secret": 1}, "errors": [],
+                 "tables": [{"table": "db0", "rows": 10, "sampled": 10, "findings": 1, "by_kind": {"secret": 1},
+                             "by_type": {"openai-project-key": 1}, "chat": False,
+                             "examples": [{"column": "value", "type": "openai-project-key",
+                                           "fingerprint": "e5" * 12, "snippet": "sk-p…(164 chars)"}],
+                             "summary": "db0: 10 keys; all keys hold 1 secret(s) (openai-project-key)"}]}},
+    {"endpoint": "10.0.0.5:5432", "host": "10.0.0.5", "port": 5432, "service": "postgresql",
+     "verdict": "auth-required", "severity": "low", "version": None, "tls": False,
+     "evidence": ["password authentication requested (SCRAM-SHA-256)"],
+     "fix": "Authentication is on; still keep postgresql off public networks, strong passwords.",
+     "seconds": 0.004, "bytes_read": 40},
+    {"endpoint": "10.0.0.5:9000", "host": "10.0.0.5", "port": 9000, "service": None, "verdict": "closed",
+     "severity": "none", "version": None, "tls": False, "evidence": ["connection refused"], "fix": "",
+     "seconds": 0.001, "bytes_read": 0},
+]

@@ -82,6 +82,7 @@ def test_opens_without_errors_or_network(mixed_report: Opened) -> None:
     assert o.requests == [o.url]
     assert o.page.evaluate("window.__pwned") is None
     assert o.page.evaluate("window.redline.errors") == []
+    o.page.screenshot(path=str(ARTIFACTS / "report-mixed-full.png"), full_page=True)
 
 
 def test_record_text_stays_text(mixed_report: Opened) -> None:

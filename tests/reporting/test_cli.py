@@ -73,7 +73,10 @@ def test_report_html_with_db_and_probe_records(tmp_path: Path, capsys: pytest.Ca
     src.write_text("".join(json.dumps(r) + "\n" for r in db_and_probe_records()))
     assert main(["report", str(src)]) == 0
     page = capsys.readouterr().out
-    assert "main.users" in page and "10.0.0.5:6379" in page and "Close the port" in page
+    assert "main.users" in page and "10.0.0.5:6379" in page and "Set requirepass" in page
+    assert "10.0.0.5:9000" not in page.split('id="redline-data"')[1]  # a closed port is counted, not listed
+    assert "Endpoints probed" in page and "closed: 1" in page
+    assert "10.0.0.5:6379 db0" in page  # --inspect findings are located at the endpoint's table
 
 
 @pytest.mark.parametrize(("content", "message"), [
@@ -109,3 +112,17 @@ def test_demo_writes_report_and_says_where(tmp_path: Path, monkeypatch: pytest.M
     report = tmp_path / "redline-demo-report.html"
     assert report.is_file() and f"wrote the HTML report {report}" in out
     assert "chat-messages-array" in report.read_text(encoding="utf-8")
+
+
+def test_probe_writes_html_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("redline.probe.cli")
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: connection refused, verdict "closed"
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "probe.html"
+    assert main(["probe", f"127.0.0.1:{port}", "--format", "html", "--output", str(out), "--timeout", "2"]) == 0
+    page = out.read_text(encoding="utf-8")
+    assert "redline probe report" in page and "Endpoints probed" in page and "closed: 1" in page
+    capsys.readouterr()

@@ -12,7 +12,7 @@ import pytest
 from redline.engine import builtin_rules
 from redline.report import Summary
 from redline.reporting import render_html, severity
-from redline.reporting.html import build_data
+from redline.reporting.html import build_data, prepare, probe_html
 from redline.reporting.model import fix_for, rule_index, safe_text
 from tests.reporting.conftest import db_and_probe_records
 
@@ -95,16 +95,20 @@ def test_sections_and_summary(page: str) -> None:
     assert "read-only" in page and "2026-01-02 03:04:05 UTC" in page and "12.3 kB" in page and "1.50 s" in page
     # Fixes: the rule's own fix plus the kind's follow-up; kind defaults for rules without one; probes.
     assert "Then purge it from the logs" in page
-    assert "Close the port" in page and "column name suggests" in page.lower()
+    assert "Set requirepass" in page and "column name suggests" in page.lower()
 
 
 def test_chart_data_and_severity() -> None:
-    data = build_data(records(), rule_index(builtin_rules()))
+    rules = rule_index(builtin_rules())
+    listed, verdicts = prepare(records(), rules)
+    assert verdicts == {"open": 1, "auth-required": 1, "closed": 1}
+    assert len(listed) == len(records()) - 1 + 1  # the closed port goes, the --inspect example comes
+    data = build_data(listed, rules)
     charts = data["charts"]
     sev = dict(zip(charts["severity"]["labels"], charts["severity"]["data"], strict=True))
-    assert sev == {"critical": 2, "high": 2, "medium": 1, "low": 0, "info": 0}
+    assert sev == {"critical": 1, "high": 4, "medium": 1, "low": 1, "info": 0}
     assert set(charts["kinds"]["labels"]) == {"secret", "pii", "chat", "probe"}
-    assert sum(charts["types"]["data"]) == len(records())
+    assert sum(charts["types"]["data"]) == len(listed)
     assert data["findings"][0]["sev"] == "critical"
 
 
@@ -115,7 +119,9 @@ def test_chart_data_and_severity() -> None:
     ({"kind": "pii", "confidence": "high"}, "high"),
     ({"kind": "chat", "confidence": "medium"}, "medium"),
     ({"kind": "pii", "confidence": "low"}, "low"),
-    ({"host": "h", "port": 1, "verdict": "open"}, "critical"),
+    ({"host": "h", "port": 1, "verdict": "open"}, "high"),
+    ({"host": "h", "port": 1, "verdict": "open", "severity": "critical"}, "critical"),
+    ({"host": "h", "port": 1, "verdict": "closed", "severity": "none"}, "info"),
     ({"host": "h", "port": 1, "verdict": "auth-required"}, "low"),
 ])
 def test_severity(rec: dict[str, Any], expected: str) -> None:
@@ -140,3 +146,11 @@ def test_safe_text_hides_url_passwords() -> None:
 def test_empty_report_renders() -> None:
     page = render_html([], None, [])
     assert "No chat transcripts found" in page and "Nothing to fix" in page
+
+
+def test_probe_report() -> None:
+    from tests.reporting.conftest import PROBE_RESULTS
+
+    page = probe_html(PROBE_RESULTS, seconds=2.5)
+    assert "redline probe report" in page and "Endpoints probed" in page and "2.50 s" in page
+    assert "redis (open)" in page and "postgresql (auth-required)" in page and "Set requirepass" in page

@@ -11,6 +11,7 @@ Charts are drawn by Chart.js (MIT, vendored from the npm package under ``static/
 
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
@@ -27,6 +28,7 @@ from redline.reporting.model import (
     SEVERITIES,
     SEVERITY_RANK,
     fix_for,
+    is_probe,
     kind_of,
     location_of,
     rule_index,
@@ -69,7 +71,11 @@ def _script_safe(js: str) -> str:
 def _snippet(rec: Mapping[str, Any]) -> str:
     text = rec.get("snippet")
     if not isinstance(text, str) or not text:
-        text = str(rec.get("detail") or rec.get("verdict") or "")
+        evidence = rec.get("evidence")
+        if isinstance(evidence, list) and evidence:
+            text = "; ".join(str(e) for e in evidence)
+        else:
+            text = str(rec.get("detail") or rec.get("verdict") or "")
     text = safe_text(text)
     return text if len(text) <= MAX_SNIPPET else text[:MAX_SNIPPET - 1] + "…"
 
@@ -103,6 +109,55 @@ def _when(iso: str | None) -> str:
     return dt.strftime("%Y-%m-%d %H:%M:%S")
 
 
+# Probe results that say nothing is reachable are counted in the summary, not listed as findings.
+_QUIET_VERDICTS = ("closed", "timeout", "not-that-service")
+
+
+def _fingerprint(rec: Mapping[str, Any]) -> str:
+    fp = rec.get("fingerprint")
+    if isinstance(fp, str) and fp:
+        return fp
+    if is_probe(rec):  # an endpoint is not secret; a short hash keeps the column uniform
+        key = f"{source_of(rec)}/{rec.get('service')}/{rec.get('verdict')}"
+        return hashlib.sha256(key.encode()).hexdigest()[:24]
+    return ""
+
+
+def prepare(records: Iterable[Mapping[str, Any]], rules: Mapping[str, Rule]
+            ) -> tuple[list[Mapping[str, Any]], Counter[str]]:
+    """The records a report lists, and the probe verdict counts (all endpoints, listed or not).
+
+    A probe result is listed when something answered (open, auth-required, restricted, or an identified service);
+    the sampled findings of ``--inspect`` become database-like records located at ``endpoint table.column``.
+    """
+    out: list[Mapping[str, Any]] = []
+    verdicts: Counter[str] = Counter()
+    for rec in records:
+        if not isinstance(rec, Mapping):
+            continue
+        if not is_probe(rec):
+            out.append(rec)
+            continue
+        verdict = str(rec.get("verdict", ""))
+        verdicts[verdict] += 1
+        if verdict in _QUIET_VERDICTS and not (verdict == "not-that-service" and rec.get("service")):
+            continue
+        out.append({**rec, "kind": "probe"})
+        inspect = rec.get("inspect")
+        if not isinstance(inspect, Mapping):
+            continue
+        for tab in inspect.get("tables") or ():
+            for ex in tab.get("examples") or () if isinstance(tab, Mapping) else ():
+                typ = str(ex.get("type", "unknown"))
+                rule = rules.get(typ)
+                kind = rule.kind if rule else ("chat" if typ.startswith("chat") else "secret")
+                out.append({"table": f"{source_of(rec)} {tab.get('table', '?')}", "column": ex.get("column", ""),
+                            "kind": kind, "type": typ, "confidence": "medium",
+                            "fingerprint": str(ex.get("fingerprint", "")), "snippet": str(ex.get("snippet", "")),
+                            "via": "probe --inspect (one example per type and column)"})
+    return out, verdicts
+
+
 def summary_from_records(records: Sequence[Mapping[str, Any]]) -> Summary:
     """A summary for records read back from a file (no timing or byte counts were saved with them)."""
     summary = Summary()
@@ -132,7 +187,8 @@ def build_data(records: Sequence[Mapping[str, Any]], rules: Mapping[str, Rule]) 
         rows.append({
             "sev": sev, "kind": kind, "type": typ, "name": rule.name if rule else typ,
             "src": src, "srcType": source_type(rec), "loc": location_of(rec),
-            "conf": str(rec.get("confidence", "")), "fp": str(rec.get("fingerprint", "")), "snip": _snippet(rec),
+            "conf": str(rec.get("confidence") or rec.get("verdict") or ""), "fp": _fingerprint(rec),
+            "snip": _snippet(rec),
         })
     rows.sort(key=lambda r: (-SEVERITY_RANK[r["sev"]], r["src"], r["loc"]))
     kinds = sorted(kind_sev, key=lambda k: -sum(kind_sev[k].values()))
@@ -153,7 +209,7 @@ def build_data(records: Sequence[Mapping[str, Any]], rules: Mapping[str, Rule]) 
 
 
 def _summary_section(summary: Summary, records: Sequence[Mapping[str, Any]], input_name: str | None,
-                     generated_at: datetime) -> str:
+                     generated_at: datetime, verdicts: Counter[str] | None = None) -> str:
     targets = [safe_text(t) for t in getattr(summary, "targets", None) or []]
     if targets:
         shown = ", ".join(targets[:5]) + (f" and {len(targets) - 5} more" if len(targets) > 5 else "")
@@ -175,6 +231,9 @@ def _summary_section(summary: Summary, records: Sequence[Mapping[str, Any]], inp
          if summary.bytes or summary.skipped else "byte count not recorded"),
         ("Duration", _duration(summary.seconds) if summary.seconds else "not recorded", ""),
     ]
+    if verdicts:
+        cards.insert(2, ("Endpoints probed", f"{sum(verdicts.values()):,}",
+                         f"{verdicts.get('open', 0):,} open without authentication"))
     card_html = "".join(
         f'<div class="card"><div class="card-label">{_e(label)}</div><div class="card-value">{_e(value)}</div>'
         f'<div class="card-note">{_e(note)}</div></div>' for label, value, note in cards)
@@ -186,6 +245,8 @@ def _summary_section(summary: Summary, records: Sequence[Mapping[str, Any]], inp
         ("By kind", ", ".join(f"{k}: {n:,}" for k, n in sorted(summary.by_kind.items())) or "none"),
         ("redline", __version__),
     ]
+    if verdicts:
+        facts.insert(5, ("Probe verdicts", ", ".join(f"{v}: {n:,}" for v, n in verdicts.most_common())))
     fact_html = "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in facts)
     extra = ""
     if summary.errors:
@@ -200,22 +261,23 @@ def _summary_section(summary: Summary, records: Sequence[Mapping[str, Any]], inp
 
 
 def _fixes_section(records: Sequence[Mapping[str, Any]], rules: Mapping[str, Rule]) -> str:
-    groups: dict[tuple[str, str], list[Mapping[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for rec in records:
-        groups[(kind_of(rec), type_of(rec))].append(rec)
+        groups[(kind_of(rec), type_of(rec), str(rec.get("verdict", "")) if is_probe(rec) else "")].append(rec)
     if not groups:
         return '<p class="empty">Nothing to fix: no findings.</p>'
     rows = []
     ordered = sorted(groups.items(), key=lambda kv: (-max(SEVERITY_RANK[severity(r)] for r in kv[1]),
-                                                     -len(kv[1]), kv[0][1]))
-    for (kind, typ), recs in ordered:
+                                                     -len(kv[1]), kv[0][1], kv[0][2]))
+    for (kind, typ, verdict), recs in ordered:
         worst = max((severity(r) for r in recs), key=lambda s: SEVERITY_RANK[s])
         fix = fix_for(typ, kind, rules, recs[0])
+        name = f"{fix.name} ({verdict})" if verdict else fix.name
         follow = f' <span class="follow-up">{_e(fix.follow_up)}</span>' if fix.follow_up else ""
         rows.append(
             f'<tr data-type="{_e(typ)}"><td><span class="sev sev-{_e(worst)}">{_e(worst)}</span></td>'
             f'<td><span class="kind kind-{_e(kind)}">{_e(kind)}</span></td>'
-            f'<td><div class="type-name">{_e(fix.name)}</div><code>{_e(typ)}</code></td>'
+            f'<td><div class="type-name">{_e(name)}</div><code>{_e(typ)}</code></td>'
             f'<td class="num">{len(recs):,}</td><td class="fix">{_e(fix.text)}{follow}</td></tr>')
     return ('<table class="data" id="fixes-table"><thead><tr><th>worst</th><th>kind</th><th>type</th>'
             '<th class="num">findings</th><th>fix</th></tr></thead><tbody>' + "".join(rows) + "</tbody></table>")
@@ -231,7 +293,7 @@ def _chats_section(records: Sequence[Mapping[str, Any]]) -> str:
     rows = "".join(
         f'<tr><td class="src">{_e(source_of(r))}</td><td>{_e(location_of(r))}</td><td><code>{_e(type_of(r))}'
         f'</code></td><td>{_e(r.get("confidence", ""))}</td><td>{_e(_snippet(r))}</td>'
-        f'<td><code>{_e(r.get("fingerprint", ""))}</code></td></tr>' for r in chats[:MAX_CHAT_ROWS])
+        f'<td><code>{_e(_fingerprint(r))}</code></td></tr>' for r in chats[:MAX_CHAT_ROWS])
     more = (f'<p class="note">and {len(chats) - MAX_CHAT_ROWS:,} more: filter the findings table by kind '
             "<em>chat</em>.</p>" if len(chats) > MAX_CHAT_ROWS else "")
     return (intro + '<div class="scroll short"><table class="data" id="chat-table"><thead><tr><th>source</th>'
@@ -244,14 +306,14 @@ def render_html(records: Iterable[Mapping[str, Any]], summary: Summary | None, r
                 title: str = "redline report", input_name: str | None = None,
                 generated_at: datetime | None = None) -> str:
     """The whole report as one HTML document (a string)."""
-    recs = [r for r in records if isinstance(r, Mapping)]
     by_id = rule_index(rules)
+    recs, verdicts = prepare(records, by_id)
     if summary is None:
         summary = summary_from_records(recs)
     generated_at = generated_at or datetime.now(UTC).replace(microsecond=0)
     data = build_data(recs, by_id)
     body = (
-        _summary_section(summary, recs, input_name, generated_at)
+        _summary_section(summary, recs, input_name, generated_at, verdicts)
         + '<section id="charts"><h2>Severity and counts</h2><div class="charts">'
         + "".join(f'<figure class="chart"><figcaption>{_e(cap)}</figcaption><div class="chart-box">'
                   f'<canvas id="chart-{cid}" role="img" aria-label="{_e(cap)}"></canvas></div></figure>'
@@ -308,9 +370,28 @@ _METHOD = """
 <section id="method"><h2>How to read this report</h2>
 <p>Severity combines what was found with how sure redline is. Secrets: high confidence is <b>critical</b>, medium
 is <b>high</b>, low is <b>medium</b>. Personal data and chat transcripts: high, medium and low confidence are
-<b>high</b>, <b>medium</b> and <b>low</b>. An endpoint that answers without authentication is <b>critical</b>.</p>
+<b>high</b>, <b>medium</b> and <b>low</b>. Probed endpoints keep the probe's own grade: a database that answers
+without authentication is <b>high</b>, one that asks for a password is <b>low</b>; closed and silent ports are
+counted in the summary but not listed.</p>
 <p>Nothing raw is in this file: snippets are redacted by the scanner and each finding is identified by its
 fingerprint (a keyed hash). Compare fingerprints across runs, or pass them to <code>redline scan --baseline</code>
 to accept known findings.</p>
 </section>
 """
+
+
+def probe_html(results: Sequence[Mapping[str, Any]], *, seconds: float = 0.0, targets: Sequence[str] = (),
+               title: str = "redline probe report") -> str:
+    """The HTML report for ``redline probe`` results (``Result.to_dict()``): endpoints, verdicts, fixes."""
+    from redline.engine import builtin_rules
+
+    summary = Summary(sources=len(results), seconds=seconds, read_only=True,
+                      targets=list(targets) or sorted({str(r.get("host", "?")) for r in results}))
+    now = datetime.now(UTC).replace(microsecond=0)
+    summary.started_at = datetime.fromtimestamp(now.timestamp() - seconds, UTC).isoformat(timespec="seconds")
+    rules = builtin_rules()
+    listed, _ = prepare(results, rule_index(rules))
+    for rec in listed:
+        summary.by_kind[kind_of(rec)] += 1
+        summary.by_type[type_of(rec)] += 1
+    return render_html(results, summary, rules, title=title, generated_at=now)

@@ -31,9 +31,10 @@ _SEVERITY: dict[str, dict[str, str]] = {
 _DEFAULT_SEVERITY = {"high": "medium", "medium": "low", "low": "info"}
 # Probe verdicts: an exposed service that answers without authentication is the worst case.
 _PROBE_SEVERITY = {
-    "open": "critical", "exposed": "critical", "unauthenticated": "critical", "no-auth": "critical",
+    "open": "high", "exposed": "critical", "unauthenticated": "critical", "no-auth": "critical",
     "weak-auth": "high", "default-credentials": "critical", "auth": "low", "auth-required": "low",
     "protected": "info", "closed": "info", "filtered": "info", "unknown": "low", "error": "info",
+    "restricted": "low", "not-that-service": "info", "timeout": "info",
 }
 
 KIND_FIXES: dict[str, str] = {
@@ -63,6 +64,7 @@ def safe_text(text: str) -> str:
 
 
 def is_probe(rec: Mapping[str, Any]) -> bool:
+    """A ``redline probe`` result (host/port/service/verdict/severity/evidence/fix), not a finding in data."""
     return "host" in rec and "path" not in rec and "table" not in rec
 
 
@@ -78,14 +80,19 @@ def type_of(rec: Mapping[str, Any]) -> str:
         value = rec.get(key)
         if isinstance(value, str) and value:
             return value
-    return "unknown"
+    return "unknown-service" if is_probe(rec) else "unknown"
 
 
 def severity(rec: Mapping[str, Any]) -> str:
     """critical/high/medium/low/info from the kind and the confidence (or a probe's verdict)."""
-    verdict = rec.get("verdict")
-    if isinstance(verdict, str) and verdict and (is_probe(rec) or kind_of(rec) == "probe"):
-        return _PROBE_SEVERITY.get(verdict.lower(), "medium")
+    if is_probe(rec) or kind_of(rec) == "probe":
+        own = rec.get("severity")  # the probe grades its own results (open ClickHouse: high, ...)
+        if own in SEVERITIES:
+            return str(own)
+        if own == "none":
+            return "info"
+        verdict = rec.get("verdict")
+        return _PROBE_SEVERITY.get(verdict.lower(), "medium") if isinstance(verdict, str) else "medium"
     conf = str(rec.get("confidence", "medium"))
     return _SEVERITY.get(kind_of(rec), _DEFAULT_SEVERITY).get(conf, "medium")
 
@@ -97,6 +104,8 @@ def source_of(rec: Mapping[str, Any]) -> str:
     if "table" in rec:
         return str(rec["table"])
     if "host" in rec:
+        if isinstance(rec.get("endpoint"), str) and rec["endpoint"]:
+            return str(rec["endpoint"])
         port = rec.get("port")
         return f"{rec['host']}:{port}" if port not in (None, "") else str(rec["host"])
     return "?"
@@ -137,6 +146,9 @@ class Fix:
 
 def fix_for(type_: str, kind: str, rules: Mapping[str, Rule], rec: Mapping[str, Any] | None = None) -> Fix:
     """The remediation for one finding type: the rule's own ``fix``, else the default for its kind."""
+    own = rec.get("fix") if rec is not None and kind == "probe" else None
+    if isinstance(own, str) and own:  # the probe's per-service fix (requirepass for Redis, pg_hba for PostgreSQL)
+        return Fix(type_, kind, type_, own, "")
     rule = rules.get(type_)
     if rule is not None and rule.fix:
         return Fix(type_, kind, rule.name, rule.fix, KIND_FOLLOW_UP.get(kind, ""), rule.references)
