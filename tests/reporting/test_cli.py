@@ -126,3 +126,20 @@ def test_probe_writes_html_report(tmp_path: Path, capsys: pytest.CaptureFixture[
     page = out.read_text(encoding="utf-8")
     assert "redline probe report" in page and "Endpoints probed" in page and "closed: 1" in page
     capsys.readouterr()
+
+
+def test_scan_sqlite_to_html(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import sqlite3
+
+    db = tmp_path / "app.db"
+    with sqlite3.connect(db) as con:
+        con.execute("create table logs (id integer primary key, body text, api_key text)")
+        con.execute("insert into logs (body, api_key) values (?, ?)", (f"token={GH}", "x"))
+    out = tmp_path / "db.html"
+    assert main(["scan", f"sqlite:///{db}", "--format", "html", "--output", str(out), "--no-progress"]) == 1
+    page = out.read_text(encoding="utf-8")
+    data = json.loads(page.split('id="redline-data">', 1)[1].split("</script>", 1)[0])
+    srcs = {(f["srcType"], f["type"]) for f in data["findings"]}
+    assert ("table", "github-pat") in srcs and ("table", "column-name-hint") in srcs
+    assert GH not in page
+    capsys.readouterr()
