@@ -211,10 +211,12 @@ def inspect_postgres(host: str, port: int, *, user: str, timeout: float, scanner
     out = []
     for ts in stats:
         est = reltuples.get(ts.table, -1)
-        if est < 0 or ts.rows > est:
-            out.append(_table_entry(ts, ts.rows if ts.method.startswith("all") else None))
-        else:
+        if ts.method.startswith("all"):
+            out.append(_table_entry(ts, ts.rows))  # the whole table was read: an exact count
+        elif est >= ts.rows:
             out.append(_table_entry(ts, int(est), estimate=True))
+        else:
+            out.append(_table_entry(ts, None))
     return _finish("postgresql", "libpq", out, errors)
 
 

@@ -105,7 +105,8 @@ class Conn:
         except asyncio.IncompleteReadError as exc:
             self._account(exc.partial)
             raise ProtocolError("connection closed mid-line") from None
-        except asyncio.LimitOverrunError:
+        except asyncio.LimitOverrunError as exc:
+            self.bytes_read += exc.consumed  # buffered (at most the stream limit), never returned to us
             raise ProtocolError("line too long") from None
         self._account(data)
         if len(data) > limit:
