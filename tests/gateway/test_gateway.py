@@ -81,6 +81,10 @@ def test_malformed_json_and_body_limit(env: Env) -> None:
     h = {"authorization": f"Bearer {env.key}", "content-type": "application/json"}
     r = httpx.post(env.server.base_url + "/chat/completions", headers=h, content=b"{not json")
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+    for bad in (b'{"model": "ds-chat", "temperature": NaN, "messages": []}', b'{"model": "ds-chat\\ud800"}',
+                b'{"model": "ds-chat", "messages": []}\xff'):
+        r = httpx.post(env.server.base_url + "/chat/completions", headers=h, content=bad)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json", bad
     big = json.dumps({"model": "ds-chat", "messages": [{"role": "user", "content": "a" * 70_000}]})
     r = httpx.post(env.server.base_url + "/chat/completions", headers=h, content=big)
     assert r.status_code == 413 and set(r.json()["error"]) >= {"message", "type", "code"}

@@ -36,6 +36,8 @@ from redline.gateway.config import ConfigError, GatewayConfig, ProviderConfig, R
 from redline.gateway.inspect import (
     SEP,
     InspectError,
+    dumps,
+    loads,
     replace_spans,
     request_segments,
     scan_segments,
@@ -67,11 +69,8 @@ _ENDPOINTS = {
 }
 
 
-def _dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-_loads = json.loads
+_dumps = dumps
+_loads = loads
 
 
 def error_response(status: int, message: str, type: str = "invalid_request_error", code: str | None = None,
@@ -297,7 +296,7 @@ class Gateway:
             return self.refuse(ctx, 413, f"Request body larger than {self.config.limits.max_body_bytes} bytes.",
                                "invalid_request_error", "request_too_large")
         try:
-            body = json.loads(raw)
+            body = _loads(raw)
         except (ValueError, UnicodeDecodeError):
             return self.refuse(ctx, 400, "The request body is not valid JSON.", "invalid_request_error",
                                "invalid_json")
@@ -573,7 +572,7 @@ class _SSEResponse(Response):
                         done = True
                         break
                     try:
-                        obj = json.loads(payload)
+                        obj = _loads(payload)
                     except ValueError:
                         failure = sse_error(f"Upstream {self.provider.name} sent an invalid stream event.",
                                             code="upstream_invalid")

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from redline.engine import Finding, Scanner
 
 JsonPath = tuple[str | int, ...]
@@ -189,3 +191,19 @@ def json_escape(value: str) -> str:
 
 
 Restore = Callable[[str], str]
+
+
+def loads(data: bytes | str) -> Any:
+    """Parse JSON (orjson: a few times faster than the standard library on the request path and per SSE chunk).
+
+    Stricter than ``json.loads``: NaN/Infinity literals and lone surrogates are invalid JSON (ValueError).
+    """
+    return orjson.loads(data)
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON; the standard library only for what orjson cannot encode (integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()

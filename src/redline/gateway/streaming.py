@@ -8,14 +8,13 @@ else is buffered: the time-to-first-token cost is at most one chunk.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from redline.engine import Finding, Scanner
-from redline.gateway.inspect import json_escape, message_texts, replace_spans, response_texts, set_path
+from redline.gateway.inspect import dumps, json_escape, message_texts, replace_spans, response_texts, set_path
 from redline.gateway.policy import PolicyEngine
 from redline.redact import PLACEHOLDER, Redactor, Vault
 
@@ -285,7 +284,7 @@ class StreamState:
 
 
 def sse_event(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + dumps(obj) + b"\n\n"
 
 
 def sse_error(message: str, type: str = "upstream_error", code: str | None = None) -> bytes:
