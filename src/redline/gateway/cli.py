@@ -21,6 +21,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--check", action="store_true", help="validate the configuration and exit")
+    p.add_argument("--allow-insecure-store", action="store_true",
+                   help="use a ClickHouse audit store even as the passwordless 'default' user or unencrypted to a "
+                        "host other than loopback (refused by default)")
     p.add_argument("--log-level", default="warning", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=cmd_gateway)
 
@@ -30,8 +33,17 @@ def cmd_gateway(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise CliError("--workers must be at least 1")
+    from redline.store import INSECURE_ENV, StoreError, check_audit_store
+
     try:
         config = load_config(args.config)
+        allow_insecure = args.allow_insecure_store or config.store.allow_insecure
+        try:
+            check_audit_store(config.store.audit, allow_insecure=allow_insecure)
+        except StoreError as exc:
+            raise CliError(str(exc)) from None
+        if allow_insecure:
+            os.environ[INSECURE_ENV] = "1"  # for the uvicorn worker processes
         if args.check:
             from redline.engine import Scanner
 

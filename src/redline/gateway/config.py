@@ -173,6 +173,26 @@ class LimitsConfig(_Strict):
 class StoreConfig(_Strict):
     audit: str | None = None  # path, sqlite:///PATH or clickhouse://… (default $REDLINE_STORE, ./redline-audit.db)
     keys: str | None = None  # SQLite path (default $REDLINE_KEYS, ./redline-keys.db)
+    # Use a ClickHouse store even as the passwordless `default` user or in plain text to a non-loopback host.
+    allow_insecure: bool = False
+
+
+class UiConfig(_Strict):
+    """The dashboard at /ui (admin keys log in)."""
+
+    enabled: bool = True
+    session_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)  # idle sessions expire after this
+    # Environment variable holding the cookie-signing secret (>= 32 chars); unset: a random one per start,
+    # so sessions end when the gateway restarts and each worker process has its own (use one worker or set it).
+    session_secret_env: str | None = None
+    secure_cookie: bool | None = None  # None: Secure when the request came over https
+
+    @field_validator("session_secret_env")
+    @classmethod
+    def _env(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"[A-Za-z_][A-Za-z0-9_]*\Z", value):
+            raise ValueError("must be the name of an environment variable, not the secret itself")
+        return value
 
 
 class GatewayConfig(_Strict):
@@ -185,6 +205,7 @@ class GatewayConfig(_Strict):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    ui: UiConfig = Field(default_factory=UiConfig)
 
     @model_validator(mode="after")
     def _references(self) -> GatewayConfig:

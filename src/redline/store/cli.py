@@ -57,7 +57,7 @@ def _open_audit(args: argparse.Namespace, *, create: bool = False) -> AuditStore
     if not create:
         _must_exist(target, "audit store", f"pass --store or set {STORE_ENV}")
     try:
-        return open_audit_store(target)
+        return open_audit_store(target, allow_insecure=bool(getattr(args, "allow_insecure_store", False)))
     except StoreError as exc:
         raise _cli_error(str(exc)) from None
 
@@ -389,6 +389,9 @@ def _store_opts(p: argparse.ArgumentParser) -> None:
     p.add_argument("--store", metavar="PATH_OR_URL",
                    help=f"audit store: file path, sqlite:///PATH or clickhouse://… (default ${STORE_ENV} or "
                         f"{DEFAULT_STORE})")
+    p.add_argument("--allow-insecure-store", action="store_true",
+                   help="use a ClickHouse store even as the passwordless 'default' user or unencrypted to a host "
+                        "other than loopback (refused by default)")
 
 
 def _keys_opts(p: argparse.ArgumentParser) -> None:
