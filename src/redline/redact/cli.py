@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from redline.cli import EXIT_FINDINGS, EXIT_OK, CliError, _add_engine_options, make_scanner, scanner_kwargs
+from redline.engine import RuleError, builtin_rules, load_rule_paths
 from redline.redact.policy import Policy, PolicyError
 from redline.redact.stream import Hit, OutputSink, StreamRedactor, open_output, redact_source, sniff_compression
 from redline.scan.files import InputError, iter_paths
@@ -44,8 +45,11 @@ def cmd_redact(args: argparse.Namespace) -> int:
     kwargs = scanner_kwargs(args)
     # Scanning only the kinds the policy changes is exact (kept findings are ignored) and much faster: chat
     # rules cost most, and chat is kept by default.
-    probe = make_scanner({**kwargs, "kinds": None, "baseline": ()})
-    needed = policy.kinds_needed({r.id: r.kind for r in probe.all_rules})
+    try:
+        rules = [*builtin_rules(), *load_rule_paths(kwargs["extra_rule_paths"])]
+    except RuleError as exc:
+        raise CliError(str(exc)) from None
+    needed = policy.kinds_needed({r.id: r.kind for r in rules})
     if needed is not None:
         wanted = needed & set(kwargs["kinds"]) if kwargs["kinds"] else needed
         kwargs["kinds"] = sorted(wanted) or ["secret"]
