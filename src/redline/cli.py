@@ -26,7 +26,6 @@ FRONT_ENDS = (
     "redline.redact.cli",
     "redline.gateway.cli",
     "redline.store.cli",
-    "redline.scan.db_cli",
     "redline.probe.cli",
     "redline.reporting.cli",
 )
@@ -152,6 +151,9 @@ def cmd_scan(args: argparse.Namespace) -> int:
             if res.error:
                 summary.errors.append(res.error)
                 print(f"redline: {res.error}", file=sys.stderr)
+            db_summary = getattr(res, "summary", None)
+            if db_summary:
+                summary.databases.append(db_summary)
 
         for url in db_urls:
             # Database URLs go to the database scanner; records flow through the same writer.

@@ -38,6 +38,8 @@ class Summary:
     targets: list[str] = field(default_factory=list)
     started_at: str | None = None
     read_only: bool | None = None
+    # Per-table/column results of database scans (see redline.scan.db).
+    databases: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, rec: dict[str, Any]) -> None:
         self.by_kind[rec["kind"]] += 1
@@ -60,6 +62,7 @@ class Summary:
             **({"targets": self.targets} if self.targets else {}),
             **({"started_at": self.started_at} if self.started_at else {}),
             **({"read_only": self.read_only} if self.read_only is not None else {}),
+            **({"databases": self.databases} if self.databases else {}),
         }
 
 
@@ -125,6 +128,11 @@ class Writer:
                 table.add_row(escape(location(rec)), f"[{style.get(rec['kind'], '')}]{rec['kind']}[/]", rec["type"],
                               rec["confidence"], escape(rec.get("value") or rec["snippet"]), rec["fingerprint"])
             console.print(table)
+        if summary.databases:
+            from redline.scan.db import print_summary
+
+            for db in summary.databases:
+                print_summary(db, self.out)
         console.print(escape(summary_line(summary)))
 
 

@@ -1165,13 +1165,20 @@ _STYLES: tuple[tuple[Callable[[_Gen, list[Piece] | None], list[Piece]], float], 
     (_k8s, 0.06),
 )
 _NEGATIVE_SHARE = 0.15
+# Line-style weights of a general application log: mostly access and app logs, few LLM bodies, few look-alikes.
+# The default mix above is an AI gateway's log (a fifth of the lines carry a conversation) made hard on
+# purpose (15 % hard negatives); benchmarks report both.
+_APP_STYLES = (0.34, 0.24, 0.16, 0.06, 0.01, 0.12, 0.07)
+_APP_NEGATIVE_SHARE = 0.03
+MIXES = ("gateway", "app")
 
 
-def _one(g: _Gen, hit: bool) -> LabelledLine:
+def _one(g: _Gen, hit: bool, mix: str = "gateway") -> LabelledLine:
     r = g.rng
     styles = [s for s, _ in _STYLES]
-    weights = [w for _, w in _STYLES]
-    if not hit and r.random() < _NEGATIVE_SHARE:
+    weights = [w for _, w in _STYLES] if mix == "gateway" else list(_APP_STYLES)
+    negative_share = _NEGATIVE_SHARE if mix == "gateway" else _APP_NEGATIVE_SHARE
+    if not hit and r.random() < negative_share:
         return _render(_negative(g))
     style = r.choices(styles, weights)[0]
     frag = _frag(g) if hit else None
@@ -1205,8 +1212,13 @@ def _parse_size(text: str) -> int:
     return int(float(t) * mult)
 
 
-def write_log(path: str | os.PathLike[str], size_bytes: int, *, seed: int = 0, hit_rate: float = 0.002) -> int:
+def write_log(
+    path: str | os.PathLike[str], size_bytes: int, *, seed: int = 0, hit_rate: float = 0.002, mix: str = "gateway"
+) -> int:
     """Write a realistic log file of about ``size_bytes`` bytes (UTF-8); return the bytes written.
+
+    ``mix``: ``"gateway"`` (an AI gateway's log: a fifth of the lines carry a conversation, many look-alikes)
+    or ``"app"`` (a general application log with few conversations).
 
     Non-hit lines come from a pool of generated templates whose timestamps are refreshed per line;
     hit lines are generated fresh, so every planted value is distinct.
@@ -1215,7 +1227,7 @@ def write_log(path: str | os.PathLike[str], size_bytes: int, *, seed: int = 0, h
     pool_gen = _Gen(random.Random(seed + 1), ts_placeholders=True)
     pool: list[list[str]] = []
     for _ in range(3000):
-        text = _one(pool_gen, False).text
+        text = _one(pool_gen, False, mix).text
         pool.append(text.split("\x00"))
     hit_gen = _Gen(random.Random(seed + 2))
     t = datetime(2025, 1, 6, 0, 0, 0, tzinfo=UTC)
@@ -1233,7 +1245,7 @@ def write_log(path: str | os.PathLike[str], size_bytes: int, *, seed: int = 0, h
                 cache = {f: format_ts(t, f) for f in ("iso", "py", "nginx", "s", "k8s")}
             ms = f"{t.microsecond // 1000:03d}"
             if rng.random() < hit_rate:
-                line = _one(hit_gen, True).text
+                line = _one(hit_gen, True, mix).text
             else:
                 parts = rng.choice(pool)
                 if len(parts) == 1:
@@ -1409,9 +1421,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--size", default="100MB", help="size for --log, e.g. 10MB, 1.5GB (default 100MB)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hit-rate", type=float, default=0.002)
+    parser.add_argument("--mix", choices=MIXES, default="gateway", help="line mix for --log")
     args = parser.parse_args(argv)
     if args.log:
-        n = write_log(args.log, _parse_size(args.size), seed=args.seed, hit_rate=args.hit_rate)
+        n = write_log(args.log, _parse_size(args.size), seed=args.seed, hit_rate=args.hit_rate, mix=args.mix)
         print(f"wrote {n} bytes to {args.log}")
     else:
         out = write_sample(args.sample or None)

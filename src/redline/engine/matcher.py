@@ -55,6 +55,18 @@ class Matcher(Protocol):
         """
         ...
 
+    def positions(self, data: bytes, wanted: set[int]) -> dict[int, list[int]]:
+        """End offsets, in ``data`` (a block as :func:`ascii_bytes`), where rules in ``wanted`` may match.
+
+        Only rules for which the matcher can tell positions appear in the result (see ``locatable``); for
+        them, every real match ends at or after a reported offset on the same line.
+        """
+        ...
+
+    @property
+    def locatable(self) -> frozenset[int]:
+        ...
+
 
 def needs_context(rule: Rule) -> bool:
     return bool(rule.context) and rule.confidence_without_context is None
@@ -70,6 +82,11 @@ class ReMatcher:
             (i, tuple(k.lower() for k in r.keywords), r.context if needs_context(r) else ())
             for i, r in enumerate(rules)
         ]
+
+    locatable: frozenset[int] = frozenset()
+
+    def positions(self, data: bytes, wanted: set[int]) -> dict[int, list[int]]:
+        return {}
 
     def candidates(self, block: str) -> set[int]:
         low = block.lower()
@@ -122,8 +139,59 @@ class HyperscanMatcher:
         if exprs:
             self._db = self._load_or_compile(exprs, ids, flags, rules)
             self._scratch = hs.Scratch(self._db)
+        self._build_position_db(rules)
 
-    def _load_or_compile(self, exprs: list[bytes], ids: list[int], flags: list[int], rules: Sequence[Rule]) -> Any:
+    def _build_position_db(self, rules: Sequence[Rule]) -> None:
+        """A second database, without SINGLEMATCH, that tells where on a block a rule may match.
+
+        Rules whose keywords are common words (``key``, ``token``, ``user``) would otherwise run their regex on
+        every line holding such a word. A pattern with a ``value`` group is cut before it: the label part
+        (``api_key =``) reports one offset per occurrence, where a value pattern like ``[A-Za-z0-9]{16,}``
+        would report one per character. A match's line always holds the end of its label part.
+        """
+        hs = self._hs
+        exprs: list[bytes] = []
+        ids: list[int] = []
+        for i, rule in enumerate(rules):
+            if rule.multiline or i in self._context_only or i in self._always or not rule.pattern.isascii():
+                continue
+            cut = rule.pattern.find("(?P<value>")
+            expr = rule.pattern[:cut] if cut > 0 else rule.pattern
+            try:
+                if re.compile(expr, re.ASCII | re.MULTILINE).match("") is not None:
+                    expr = rule.pattern
+            except re.error:
+                expr = rule.pattern
+            exprs.append(expr.encode("ascii"))
+            ids.append(i)
+        self._pos_db: Any = None
+        self.locatable: frozenset[int] = frozenset()
+        if not exprs:
+            return
+        flags = [hs.HS_FLAG_PREFILTER | hs.HS_FLAG_MULTILINE] * len(exprs)
+        try:
+            self._pos_db = self._load_or_compile(exprs, ids, flags, rules, probe_failures=False)
+        except hs.error:
+            log.debug("no position database; rules run on keyword lines")
+            return
+        self._pos_scratch = hs.Scratch(self._pos_db)
+        self.locatable = frozenset(ids)
+
+    def positions(self, data: bytes, wanted: set[int]) -> dict[int, list[int]]:
+        out: dict[int, list[int]] = {i: [] for i in wanted}
+
+        def on_match(rule_index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            ends = out.get(rule_index)
+            if ends is not None:
+                ends.append(to)
+
+        self._pos_db.scan(data, match_event_handler=on_match, scratch=self._pos_scratch)
+        return out
+
+    def _load_or_compile(
+        self, exprs: list[bytes], ids: list[int], flags: list[int], rules: Sequence[Rule], *,
+        probe_failures: bool = True,
+    ) -> Any:
         """Compiling a few hundred patterns takes seconds; the compiled database is cached on disk, keyed by
         everything that went into it, so only the first run after a rule change pays."""
         hs = self._hs
@@ -139,6 +207,8 @@ class HyperscanMatcher:
         try:
             db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
         except hs.error:
+            if not probe_failures:
+                raise
             # Find the patterns Hyperscan rejects; their rules then run on every block (still exact, slower).
             keep = []
             for k, (e, f) in enumerate(zip(exprs, flags, strict=True)):

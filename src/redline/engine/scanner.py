@@ -65,23 +65,50 @@ def iter_blocks(text: str, size: int = BLOCK_CHARS) -> Iterator[tuple[int, int]]
         a = b
 
 
-def _keyword_lines(low: bytes, keywords: tuple[bytes, ...]) -> list[tuple[int, int]]:
-    """Sorted, merged ``[start, end)`` ranges of the lines (newline included) holding a keyword."""
+def _lines_at(data: bytes, ends: list[int]) -> list[tuple[int, int]]:
+    """Merged ``[start, end)`` ranges of the lines (newline included) holding the characters before ``ends``."""
+    out: list[tuple[int, int]] = []
+    n = len(data)
+    rfind, find = data.rfind, data.find
+    for e in sorted(set(ends)):
+        if out and e <= out[-1][1]:
+            continue
+        ls = rfind(b"\n", 0, max(e - 1, 0)) + 1
+        le = find(b"\n", max(e - 1, 0))
+        le = n if le == -1 else le + 1
+        if out and out[-1][1] >= ls:
+            out[-1] = (out[-1][0], max(out[-1][1], le))
+        else:
+            out.append((ls, le))
+    return out
+
+
+def _keyword_lines(
+    low: bytes, block: str, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
+) -> list[tuple[int, int]]:
+    """Sorted, merged ``[start, end)`` ranges of the lines (newline included) holding a keyword.
+
+    ASCII keywords are found case-insensitively in ``low`` (the block as lowercased one-byte-per-character
+    bytes); other keywords (caseless scripts such as CJK) by exact search in ``block``. Offsets agree
+    because ``low`` has one byte per character of ``block``.
+    """
     starts: set[int] = set()
-    find, rfind = low.find, low.rfind
-    for kw in keywords:
-        pos = find(kw)
-        while pos != -1:
-            ls = rfind(b"\n", 0, pos) + 1
-            starts.add(ls)
-            le = find(b"\n", pos)
-            if le == -1:
-                break
-            pos = find(kw, le + 1)
+    for hay, needles in ((low, ascii_kws), (block, other_kws)):
+        find = hay.find
+        nl: bytes | str = b"\n" if isinstance(hay, bytes) else "\n"
+        for kw in needles:
+            pos = find(kw)  # type: ignore[arg-type]
+            while pos != -1:
+                starts.add(hay.rfind(nl, 0, pos) + 1)  # type: ignore[arg-type]
+                le = find(nl, pos)  # type: ignore[arg-type]
+                if le == -1:
+                    break
+                pos = find(kw, le + 1)  # type: ignore[arg-type]
     out: list[tuple[int, int]] = []
     n = len(low)
+    lfind = low.find
     for ls in sorted(starts):
-        le = find(b"\n", ls)
+        le = lfind(b"\n", ls)
         le = n if le == -1 else le + 1
         if out and out[-1][1] >= ls:
             out[-1] = (out[-1][0], max(out[-1][1], le))
@@ -203,11 +230,16 @@ class Scanner:
         )
         self._line_rules = [i for i, r in enumerate(self.rules) if not r.multiline]
         self._margin = max((r.context_window for r in self.rules if r.context), default=0)
-        self._keyword_bytes = [
-            tuple({ascii_bytes(k).lower() for k in r.keywords})
-            if not r.multiline else ()
-            for r in self.rules
-        ]
+        # Per line rule: (ASCII keywords as lowercase bytes, caseless non-ASCII keywords), or None when the
+        # rule has to run on whole blocks (no keywords, or a keyword with case outside ASCII).
+        self._line_keywords: list[tuple[tuple[bytes, ...], tuple[str, ...]] | None] = []
+        for r in self.rules:
+            other = tuple(k for k in r.keywords if not k.isascii())
+            if r.multiline or not r.keywords or any(k.lower() != k.upper() for k in other):
+                self._line_keywords.append(None)
+            else:
+                self._line_keywords.append(
+                    (tuple({k.lower().encode("ascii") for k in r.keywords if k.isascii()}), other))
         self._multi_rules = [i for i, r in enumerate(self.rules) if r.multiline]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
@@ -238,23 +270,36 @@ class Scanner:
         multi_candidates: set[int] = set()
         line_rule_set = set(self._line_rules)
         margin = self._margin
-        keyword_bytes = self._keyword_bytes
+        line_keywords = self._line_keywords
+        matcher = self.matcher
+        locatable = matcher.locatable
         for a, b in iter_blocks(vtext):
             cands = self.matcher.candidates(vtext[max(0, a - margin):b + margin])
+            if not cands:
+                continue
+            multi_candidates.update(i for i in cands if i not in line_rule_set)
+            line_cands = cands & line_rule_set
+            # Only the lines where a rule may match need its regex, so the cost follows lines, not blocks.
+            # Lines come from the matcher's match positions where it has them, else from keyword occurrences
+            # (every match holds a keyword). Both are supersets of the lines with real matches, so the
+            # findings do not depend on which one was used.
+            block = vtext[a:b]
+            data = ascii_bytes(block)
+            located = line_cands & locatable
+            ends = matcher.positions(data, located) if located else {}
             low: bytes | None = None
-            for i in cands:
-                if i not in line_rule_set:
-                    multi_candidates.add(i)
+            for i in line_cands:
+                if i in ends:
+                    for ls, le in _lines_at(data, ends[i]):
+                        self._extract(rules[i], vtext, a + ls, a + le, found)
                     continue
-                kws = keyword_bytes[i]
-                if not kws:
+                kws = line_keywords[i]
+                if kws is None:
                     self._extract(rules[i], vtext, a, b, found)
                     continue
-                # Every match holds a keyword, so only lines holding one need the (slower) regex: the cost
-                # then follows line length, not block size. Both backends do this, so results stay equal.
                 if low is None:
-                    low = ascii_bytes(vtext[a:b]).lower()
-                for ls, le in _keyword_lines(low, kws):
+                    low = data.lower()
+                for ls, le in _keyword_lines(low, block, kws[0], kws[1]):
                     self._extract(rules[i], vtext, a + ls, a + le, found)
         for i in sorted(multi_candidates):
             self._extract(rules[i], vtext, 0, len(vtext), found)

@@ -51,7 +51,9 @@ def _charclasses(arg: str) -> Validator:
     return check
 
 
-_IDENT = re.compile(r"(?:[A-Za-z]+[_\-.]?)+\Z")
+# Letters in runs joined by single separators. Written without nested quantifiers: "(?:[A-Za-z]+[_.-]?)+"
+# matches the same strings but backtracks exponentially on a long run of letters that fails at the end.
+_IDENT = re.compile(r"[A-Za-z]+(?:[_\-.][A-Za-z]+)*[_\-.]?\Z")
 _CAMEL_WORDS = re.compile(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])")
 
 

@@ -495,9 +495,10 @@ def _report_summary(summary: dict[str, Any], args: argparse.Namespace) -> None:
                 fh.write("\n")
         except OSError as exc:
             print(f"redline: cannot write {path}: {exc.strerror or exc}", file=sys.stderr)
-    fmt = getattr(args, "format", "table")
-    to_stdout = fmt == "table" and getattr(args, "output", None) in (None, "-")
-    print_summary(summary, sys.stdout if to_stdout else sys.stderr, table=to_stdout)
+    if getattr(args, "format", "table") != "table":
+        # The table format prints the summary itself (report.Writer); the others carry it in their data
+        # (json) or say it in one line here, beside the scan's summary line.
+        print_summary(summary, sys.stderr, table=False)
 
 
 def summary_text(summary: dict[str, Any]) -> str:
