@@ -50,6 +50,9 @@ import uvicorn
 from redline.gateway.app import app_from_env
 import time
 prof = cProfile.Profile(time.thread_time)  # CPU time of the event-loop thread, not wall time
+if {stub!r}:
+    from redline.engine import Scanner
+    Scanner.scan_text = lambda self, text, *a, **k: []  # diagnostic only: the gateway without the engine's cost
 app = app_from_env()
 cfg = dict(host={host!r}, port={port}, log_level="warning", access_log=False)
 for mod, opt, value in (("uvloop", "loop", "uvloop"), ("httptools", "http", "httptools")):
@@ -201,6 +204,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="print the top N functions (cProfile)")
     ap.add_argument("--stages", action="store_true", help="also time each stage in-process")
+    ap.add_argument("--stub-engine", action="store_true",
+                    help="diagnostic: replace the engine's scan with one that finds nothing (the gateway's own cost)")
     args = ap.parse_args()
     prompt = prompt_2kb()
     print(machine())
@@ -224,9 +229,9 @@ def main() -> int:
         port = free_port()
         out = tmp / "gateway.prof"
         env = {"REDLINE_GATEWAY_CONFIG": str(cfg)}
-        gw = start([sys.executable, "-c", PROFILED_GATEWAY.format(root=str(ROOT / "src"), host=DEFAULT_HOST,
-                                                                   port=port, out=str(out))], port, env=env,
-                   log=tmp / "gateway.log")
+        code = PROFILED_GATEWAY.format(root=str(ROOT / "src"), host=DEFAULT_HOST, port=port, out=str(out),
+                                       stub=args.stub_engine)
+        gw = start([sys.executable, "-c", code], port, env=env, log=tmp / "gateway.log")
         procs.append(gw)
         t = Target("redline", port, "/v1/chat/completions", "bench", key, "")
         body = t.body(prompt)
@@ -251,11 +256,14 @@ def main() -> int:
               f"{(c1 - c0) / n * 1000:.3f} ms CPU/request")
         c0, u0, w0, th0 = proc_cpu_seconds(gw.pid), proc_cpu_seconds(up.pid), time.perf_counter(), \
             thread_cpu_seconds(gw.pid)
+        s0 = proc_cpu_seconds(gw.pid, (12,))
         asyncio.run(load(port, t, body, n, args.clients))
         c1, u1, w1, th1 = proc_cpu_seconds(gw.pid), proc_cpu_seconds(up.pid), time.perf_counter(), \
             thread_cpu_seconds(gw.pid)
+        s1 = proc_cpu_seconds(gw.pid, (12,))
         print(f"{n} requests, {args.clients} clients: gateway CPU {(c1 - c0) / n * 1000:.3f} ms/request, upstream "
               f"CPU {(u1 - u0) / n * 1000:.3f} ms/request, {n / (w1 - w0):.0f} req/s; load {os.getloadavg()}")
+        print(f"  of which system (kernel: sockets, epoll) {(s1 - s0) / n * 1000:.3f} ms/request")
         for name in sorted(th1, key=lambda k: th0.get(k, 0.0) - th1[k]):
             d = th1[name] - th0.get(name, 0.0)
             if d > 0:
