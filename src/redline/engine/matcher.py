@@ -44,22 +44,31 @@ def asciify_pattern(pattern: str) -> str:
     return "".join(c if ord(c) < 128 else "\\x1a" for c in pattern)
 
 
+def _context_expression(word: str) -> bytes:
+    """Hyperscan's form of a context word, a superset of :attr:`Rule.context_regex` for that word.
+
+    Hyperscan has no lookarounds: ``\\b`` or an underscore stands for "not after a letter or digit", an
+    explicit lowercase letter for the camelCase start, a consumed non-lowercase character for the end.
+    """
+    if not word.isascii() or not word[:1].isalpha():
+        return asciify_pattern(re.escape(word)).encode("ascii")
+    first, rest = word[0], re.escape(word[1:])
+    body = f"(?i:{re.escape(first)}){'(?i:' + rest + ')' if rest else ''}"
+    camel = f"[a-z]{first.upper()}{'(?i:' + rest + ')' if rest else ''}"
+    return f"(?:(?:\\b|_){body}|{camel})(?:[^a-z]|\\z)".encode("ascii")
+
+
 class Matcher(Protocol):
     name: str
 
-    def candidates(self, block: str) -> set[int]:
-        """Indices of line rules that may match in ``block``; multiline rules whose keywords occur in it.
+    def scan(self, text: str, data: bytes, lo: int, hi: int) -> tuple[set[int], dict[int, list[int]]]:
+        """Which rules may match in the block ``text[lo:hi]``, and where.
 
-        Rules that require context words are candidates only where one occurs: the caller passes the block
-        widened by the largest context window, so a context word just outside the block still counts.
-        """
-        ...
-
-    def positions(self, data: bytes, wanted: set[int]) -> dict[int, list[int]]:
-        """End offsets, in ``data`` (a block as :func:`ascii_bytes`), where rules in ``wanted`` may match.
-
-        Only rules for which the matcher can tell positions appear in the result (see ``locatable``); for
-        them, every real match ends at or after a reported offset on the same line.
+        ``text`` is the block widened on both sides by the largest context window (so a context word just
+        outside the block still counts), ``data`` the same as :func:`ascii_bytes`. Returns the indices of
+        line rules that may match in the block (and of multiline rules whose keywords occur), and for the
+        rules listed in ``locatable``, end offsets (relative to ``lo``) such that every real match's line
+        holds one of them.
         """
         ...
 
@@ -76,6 +85,7 @@ class ReMatcher:
     """Pure-Python candidate selection: a rule is a candidate wherever one of its keywords occurs."""
 
     name = "re"
+    locatable: frozenset[int] = frozenset()
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         self._gates = [
@@ -83,114 +93,106 @@ class ReMatcher:
             for i, r in enumerate(rules)
         ]
 
-    locatable: frozenset[int] = frozenset()
-
-    def positions(self, data: bytes, wanted: set[int]) -> dict[int, list[int]]:
-        return {}
-
-    def candidates(self, block: str) -> set[int]:
-        low = block.lower()
-        return {
+    def scan(self, text: str, data: bytes, lo: int, hi: int) -> tuple[set[int], dict[int, list[int]]]:
+        low = text.lower()
+        cands = {
             i for i, kws, ctx in self._gates
             if (not kws or any(k in low for k in kws)) and (not ctx or any(w in low for w in ctx))
         }
+        return cands, {}
 
 
 class HyperscanMatcher:
+    """One Hyperscan database per rule set, scanned once per block.
+
+    Expression ids: ``i`` for rule ``i``'s pattern (SINGLEMATCH: only "somewhere in this block" matters) or,
+    for a locatable rule, its label part without SINGLEMATCH (every end offset is a position); ``n + i`` for
+    rule ``i``'s context words; multiline rules are represented by their keywords.
+    """
+
     name = "hyperscan"
 
     def __init__(self, rules: Sequence[Rule]) -> None:
         import hyperscan as hs
 
         self._hs = hs
+        n = self._n = len(rules)
+        pattern_flags = hs.HS_FLAG_PREFILTER | hs.HS_FLAG_SINGLEMATCH | hs.HS_FLAG_MULTILINE
+        position_flags = hs.HS_FLAG_PREFILTER | hs.HS_FLAG_MULTILINE
+        literal_flags = hs.HS_FLAG_CASELESS | hs.HS_FLAG_SINGLEMATCH
+        context_flags = hs.HS_FLAG_SINGLEMATCH
         exprs: list[bytes] = []
         ids: list[int] = []
         flags: list[int] = []
-        pattern_flags = hs.HS_FLAG_PREFILTER | hs.HS_FLAG_SINGLEMATCH | hs.HS_FLAG_MULTILINE
-        literal_flags = hs.HS_FLAG_CASELESS | hs.HS_FLAG_SINGLEMATCH
         self._always: set[int] = set()
-        # Expression ids below len(rules) are rule patterns (or multiline keywords); ids from len(rules) up are
-        # context words, id - len(rules) being the rule they belong to.
-        n = len(rules)
         self._needs_context = {i for i, r in enumerate(rules) if needs_context(r)}
-        self._context_only: set[int] = set()
+        # Bare-value rules gated by context alone (32 hex digits, an 11-digit number): their patterns are
+        # what slows Hyperscan down most, so the context words alone decide the block.
+        self._context_only = {i for i in self._needs_context if not rules[i].keywords}
+        # Non-ASCII context words: Hyperscan sees such characters as one stand-in byte each, so they are
+        # looked for in the text itself.
+        self._text_context: dict[int, list[str]] = {}
+        located: set[int] = set()
         for i, rule in enumerate(rules):
             if i in self._needs_context:
                 for word in rule.context:
-                    exprs.append(asciify_pattern(re.escape(word)).encode("ascii"))
-                    ids.append(n + i)
-                    flags.append(literal_flags)
-                if not rule.keywords:
-                    # Bare-value patterns (32 hex, 40 base64) are what slows Hyperscan down most; where a
-                    # context word is required anyway, the word alone decides the block.
-                    self._context_only.add(i)
-                    continue
+                    if word.isascii():
+                        exprs.append(_context_expression(word))
+                        ids.append(n + i)
+                        flags.append(context_flags)
+                    else:
+                        self._text_context.setdefault(i, []).append(word)
+            if i in self._context_only:
+                continue
             if rule.multiline:
                 for kw in rule.keywords:
                     exprs.append(asciify_pattern(re.escape(kw)).encode("ascii"))
                     ids.append(i)
                     flags.append(literal_flags)
                 continue
-            exprs.append(asciify_pattern(rule.pattern).encode("ascii"))
+            position = _position_expression(rule)
+            if position is not None:
+                exprs.append(position)
+                flags.append(position_flags)
+                located.add(i)
+            else:
+                exprs.append(asciify_pattern(rule.pattern).encode("ascii"))
+                flags.append(pattern_flags)
             ids.append(i)
-            flags.append(pattern_flags)
-        self._n = n
+        self._text_context_words = frozenset(w for ws in self._text_context.values() for w in ws)
         self._db: Any = None
         if exprs:
             self._db = self._load_or_compile(exprs, ids, flags, rules)
             self._scratch = hs.Scratch(self._db)
-        self._build_position_db(rules)
+        self.locatable: frozenset[int] = frozenset(located - self._always)
 
-    def _build_position_db(self, rules: Sequence[Rule]) -> None:
-        """A second database, without SINGLEMATCH, that tells where on a block a rule may match.
+    def scan(self, text: str, data: bytes, lo: int, hi: int) -> tuple[set[int], dict[int, list[int]]]:
+        hits = set(self._always)
+        ends: dict[int, list[int]] = {}
+        if self._db is not None:
+            locatable = self.locatable
+            n = self._n
 
-        Rules whose keywords are common words (``key``, ``token``, ``user``) would otherwise run their regex on
-        every line holding such a word. A pattern with a ``value`` group is cut before it: the label part
-        (``api_key =``) reports one offset per occurrence, where a value pattern like ``[A-Za-z0-9]{16,}``
-        would report one per character. A match's line always holds the end of its label part.
-        """
-        hs = self._hs
-        exprs: list[bytes] = []
-        ids: list[int] = []
-        for i, rule in enumerate(rules):
-            if rule.multiline or i in self._context_only or i in self._always or not rule.pattern.isascii():
-                continue
-            cut = rule.pattern.find("(?P<value>")
-            expr = rule.pattern[:cut] if cut > 0 else rule.pattern
-            try:
-                if re.compile(expr, re.ASCII | re.MULTILINE).match("") is not None:
-                    expr = rule.pattern
-            except re.error:
-                expr = rule.pattern
-            exprs.append(expr.encode("ascii"))
-            ids.append(i)
-        self._pos_db: Any = None
-        self.locatable: frozenset[int] = frozenset()
-        if not exprs:
-            return
-        flags = [hs.HS_FLAG_PREFILTER | hs.HS_FLAG_MULTILINE] * len(exprs)
-        try:
-            self._pos_db = self._load_or_compile(exprs, ids, flags, rules, probe_failures=False)
-        except hs.error:
-            log.debug("no position database; rules run on keyword lines")
-            return
-        self._pos_scratch = hs.Scratch(self._pos_db)
-        self.locatable = frozenset(ids)
+            def on_match(expr_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+                hits.add(expr_id)
+                if expr_id < n and expr_id in locatable and lo < to <= hi:
+                    ends.setdefault(expr_id, []).append(to - lo)
 
-    def positions(self, data: bytes, wanted: set[int]) -> dict[int, list[int]]:
-        out: dict[int, list[int]] = {i: [] for i in wanted}
-
-        def on_match(rule_index: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-            ends = out.get(rule_index)
-            if ends is not None:
-                ends.append(to)
-
-        self._pos_db.scan(data, match_event_handler=on_match, scratch=self._pos_scratch)
-        return out
+            self._db.scan(data, match_event_handler=on_match, scratch=self._scratch)
+        n = self._n
+        if self._text_context and not text.isascii():
+            present = {w for w in self._text_context_words if w in text}
+            if present:
+                hits.update(n + i for i, words in self._text_context.items() if not present.isdisjoint(words))
+        ctx = self._needs_context
+        out = {i for i in hits if i < n and (i not in ctx or n + i in hits)}
+        out.update(i - n for i in hits if i - n in self._context_only)
+        for i in out & self.locatable:
+            ends.setdefault(i, [])
+        return out, ends
 
     def _load_or_compile(
-        self, exprs: list[bytes], ids: list[int], flags: list[int], rules: Sequence[Rule], *,
-        probe_failures: bool = True,
+        self, exprs: list[bytes], ids: list[int], flags: list[int], rules: Sequence[Rule]
     ) -> Any:
         """Compiling a few hundred patterns takes seconds; the compiled database is cached on disk, keyed by
         everything that went into it, so only the first run after a rule change pays."""
@@ -207,9 +209,7 @@ class HyperscanMatcher:
         try:
             db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
         except hs.error:
-            if not probe_failures:
-                raise
-            # Find the patterns Hyperscan rejects; their rules then run on every block (still exact, slower).
+            # Find the expressions Hyperscan rejects; their rules then run on every block (exact, slower).
             keep = []
             for k, (e, f) in enumerate(zip(exprs, flags, strict=True)):
                 probe = hs.Database(mode=hs.HS_MODE_BLOCK)
@@ -217,10 +217,10 @@ class HyperscanMatcher:
                     probe.compile(expressions=[e], ids=[0], elements=1, flags=[f])
                     keep.append(k)
                 except hs.error:
-                    if ids[k] < self._n:
-                        log.debug("rule %s does not compile for Hyperscan; it runs on every block",
-                                  rules[ids[k]].id)
-                        self._always.add(ids[k])
+                    rule_index = ids[k] % self._n
+                    log.debug("rule %s does not compile for Hyperscan; it runs on every block",
+                              rules[rule_index].id)
+                    self._always.add(rule_index)
             db = hs.Database(mode=hs.HS_MODE_BLOCK)
             db.compile(expressions=[exprs[k] for k in keep], ids=[ids[k] for k in keep], elements=len(keep),
                        flags=[flags[k] for k in keep])
@@ -235,20 +235,26 @@ class HyperscanMatcher:
                 log.debug("cannot write Hyperscan cache %s", cache)
         return db
 
-    def candidates(self, block: str) -> set[int]:
-        hits = set(self._always)
-        if self._db is not None:
-            data = block.encode("ascii") if block.isascii() else ascii_bytes(block)
 
-            def on_match(expr_id: int, _from: int, _to: int, _flags: int, _ctx: object) -> None:
-                hits.add(expr_id)
+def _position_expression(rule: Rule) -> bytes | None:
+    """The label part of a rule whose keywords are common words, for reporting match positions.
 
-            self._db.scan(data, match_event_handler=on_match, scratch=self._scratch)
-        n = self._n
-        ctx = self._needs_context
-        out = {i for i in hits if i < n and (i not in ctx or n + i in hits)}
-        out.update(i - n for i in hits if i - n in self._context_only)
-        return out
+    Rules whose keywords are words like ``key``, ``token`` or ``user`` would otherwise run their regex on every
+    line holding such a word. A pattern with a ``value`` group is cut before it: the label part
+    (``api_key =``) reports one offset per occurrence, where a value pattern such as ``[A-Za-z0-9]{16,}``
+    would report one per character; a match's line always holds the end of its label part. Rules with
+    distinctive keywords (``sk-proj-``, ``ghp_``) already pick few lines and are left alone.
+    """
+    if not rule.pattern.isascii() or (rule.keywords and not any(len(k) <= 6 and k.isalpha() for k in rule.keywords)):
+        return None
+    cut = rule.pattern.find("(?P<value>")
+    expr = rule.pattern[:cut] if cut > 0 else rule.pattern
+    try:
+        if re.compile(expr, re.ASCII | re.MULTILINE).match("") is not None:
+            expr = rule.pattern
+    except re.error:
+        expr = rule.pattern
+    return expr.encode("ascii")
 
 
 def _cache_dir() -> Path | None:

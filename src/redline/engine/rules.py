@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections.abc import Iterable, Sequence
@@ -52,6 +53,18 @@ class Rule:
     examples: tuple[Example, ...] = ()
     negative_examples: tuple[str, ...] = ()
     source: str = ""
+
+    @functools.cached_property
+    def context_regex(self) -> re.Pattern[str] | None:
+        """Context words as whole words: ``tin`` counts in ``TIN:`` or ``user_tin`` but not in ``setting``.
+
+        A word starts after a non-alphanumeric character or at a lower-to-upper case change (``userSsn``) and
+        must not run on into lowercase letters (``tel`` is not in ``telemetry``).
+        """
+        if not self.context:
+            return None
+        words = "|".join(re.escape(w) for w in sorted(self.context, key=len, reverse=True))
+        return re.compile(rf"(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z]))(?i:{words})(?![a-z])")
 
     @property
     def value_group(self) -> int | str:

@@ -65,6 +65,45 @@ def iter_blocks(text: str, size: int = BLOCK_CHARS) -> Iterator[tuple[int, int]]
         a = b
 
 
+def _context_near(ctx: re.Pattern[str], text: str, lo: int, hi: int) -> bool:
+    """A context word starts in ``[lo, hi)``; its boundaries are judged on the whole text, not the window."""
+    m = ctx.search(text, lo, min(len(text), hi + 80))
+    return m is not None and m.start() < hi
+
+
+def _near_lines(
+    low: bytes, block: str, ascii_words: tuple[bytes, ...], other_words: tuple[str, ...], window: int
+) -> list[tuple[int, int]]:
+    """Merged ranges of the lines that come within ``window`` characters of a context word occurrence."""
+    spans: list[tuple[int, int]] = []
+    for hay, needles in ((low, ascii_words), (block, other_words)):
+        find = hay.find
+        for w in needles:
+            pos = find(w)  # type: ignore[arg-type]
+            while pos != -1:
+                spans.append((max(0, pos - window), pos + len(w) + window))
+                pos = find(w, pos + 1)  # type: ignore[arg-type]
+    if not spans:
+        return []
+    spans.sort()
+    out: list[tuple[int, int]] = []
+    n = len(low)
+    rfind, lfind = low.rfind, low.find
+    for lo, hi in spans:
+        if out and lo < out[-1][1]:
+            if hi <= out[-1][1]:
+                continue
+            lo = out[-1][1]
+        ls = rfind(b"\n", 0, lo) + 1
+        le = lfind(b"\n", min(hi, n) - 1) if hi <= n else -1
+        le = n if le == -1 else le + 1
+        if out and ls <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], le))
+        else:
+            out.append((ls, le))
+    return out
+
+
 def _lines_at(data: bytes, ends: list[int]) -> list[tuple[int, int]]:
     """Merged ``[start, end)`` ranges of the lines (newline included) holding the characters before ``ends``."""
     out: list[tuple[int, int]] = []
@@ -230,6 +269,14 @@ class Scanner:
         )
         self._line_rules = [i for i, r in enumerate(self.rules) if not r.multiline]
         self._margin = max((r.context_window for r in self.rules if r.context), default=0)
+        # Rules that need a context word: a match's line lies within context_window characters of one, so
+        # only lines near a context word need the regex (ASCII words as lowercase bytes, others as text).
+        self._context_lines: dict[int, tuple[tuple[bytes, ...], tuple[str, ...], int]] = {
+            i: (tuple(w.encode("ascii") for w in r.context if w.isascii()),
+                tuple(w for w in r.context if not w.isascii()), r.context_window)
+            for i, r in enumerate(self.rules)
+            if not r.multiline and r.context and r.confidence_without_context is None
+        }
         # Per line rule: (ASCII keywords as lowercase bytes, caseless non-ASCII keywords), or None when the
         # rule has to run on whole blocks (no keywords, or a keyword with case outside ASCII).
         self._line_keywords: list[tuple[tuple[bytes, ...], tuple[str, ...]] | None] = []
@@ -271,26 +318,34 @@ class Scanner:
         line_rule_set = set(self._line_rules)
         margin = self._margin
         line_keywords = self._line_keywords
+        context_lines = self._context_lines
         matcher = self.matcher
-        locatable = matcher.locatable
         for a, b in iter_blocks(vtext):
-            cands = self.matcher.candidates(vtext[max(0, a - margin):b + margin])
+            lo = max(0, a - margin)
+            ext = vtext[lo:b + margin]
+            ext_data = ascii_bytes(ext)
+            cands, ends = matcher.scan(ext, ext_data, a - lo, b - lo)
             if not cands:
                 continue
             multi_candidates.update(i for i in cands if i not in line_rule_set)
             line_cands = cands & line_rule_set
             # Only the lines where a rule may match need its regex, so the cost follows lines, not blocks.
-            # Lines come from the matcher's match positions where it has them, else from keyword occurrences
-            # (every match holds a keyword). Both are supersets of the lines with real matches, so the
-            # findings do not depend on which one was used.
+            # Lines come from the matcher's match positions where it has them, else from context words or
+            # keyword occurrences (every match holds a keyword). All are supersets of the lines with real
+            # matches, so the findings do not depend on which one was used.
             block = vtext[a:b]
-            data = ascii_bytes(block)
-            located = line_cands & locatable
-            ends = matcher.positions(data, located) if located else {}
+            data = ext_data[a - lo:b - lo]
             low: bytes | None = None
             for i in line_cands:
                 if i in ends:
                     for ls, le in _lines_at(data, ends[i]):
+                        self._extract(rules[i], vtext, a + ls, a + le, found)
+                    continue
+                near = context_lines.get(i)
+                if near is not None:
+                    if low is None:
+                        low = data.lower()
+                    for ls, le in _near_lines(low, block, near[0], near[1], near[2]):
                         self._extract(rules[i], vtext, a + ls, a + le, found)
                     continue
                 kws = line_keywords[i]
@@ -335,10 +390,10 @@ class Scanner:
                 vs, ve = m.start(), ext
                 value = text[vs:ve]
             confidence = rule.confidence
-            if rule.context:
+            ctx = rule.context_regex
+            if ctx is not None:
                 w = rule.context_window
-                window = text[max(0, vs - w):vs].lower() + " " + text[ve:ve + w].lower()
-                if not any(word in window for word in rule.context):
+                if not (_context_near(ctx, text, max(0, vs - w), vs) or _context_near(ctx, text, ve, ve + w)):
                     if rule.confidence_without_context is None:
                         continue
                     confidence = rule.confidence_without_context
