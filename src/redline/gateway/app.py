@@ -130,7 +130,7 @@ class Gateway:
             key_store = open_key_store(config.store.keys)
             self._own_stores.append(key_store)
         if audit_store is None:
-            audit_store = open_audit_store(config.store.audit, allow_insecure=config.store.allow_insecure)
+            audit_store = open_audit_store(config.store.audit)
             self._own_stores.append(audit_store)
         self.key_store: KeyStore = key_store
         self.audit_store: AuditStore = audit_store
@@ -644,7 +644,9 @@ def _make_client(p: ProviderConfig) -> aiohttp.ClientSession:
     Timeouts as before: ``timeout`` is the longest wait for upstream data (each read, not the whole answer) and
     for a free pooled connection, ``connect_timeout`` the longest wait for a new TCP connection.
     """
-    connector = aiohttp.TCPConnector(limit=p.max_connections, limit_per_host=0, keepalive_timeout=60)
+    # Idle connections are dropped after 5 s (as httpx did): below the idle timeout of most servers (uvicorn's
+    # is 5 s), so a request is rarely sent on a connection the upstream is closing.
+    connector = aiohttp.TCPConnector(limit=p.max_connections, limit_per_host=0, keepalive_timeout=5.0)
     timeout = aiohttp.ClientTimeout(total=None, connect=p.timeout + p.connect_timeout,
                                     sock_connect=p.connect_timeout, sock_read=p.timeout)
     return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False, auto_decompress=True,
