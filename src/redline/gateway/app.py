@@ -130,7 +130,7 @@ class Gateway:
             key_store = open_key_store(config.store.keys)
             self._own_stores.append(key_store)
         if audit_store is None:
-            audit_store = open_audit_store(config.store.audit)
+            audit_store = open_audit_store(config.store.audit, allow_insecure=config.store.allow_insecure)
             self._own_stores.append(audit_store)
         self.key_store: KeyStore = key_store
         self.audit_store: AuditStore = audit_store
