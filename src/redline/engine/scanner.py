@@ -17,13 +17,15 @@ from typing import IO
 
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
 from redline.engine.matcher import Matcher, ascii_bytes, make_matcher
-from redline.engine.rules import Rule, RuleError, builtin_rules, check_unique, load_rule_paths
+from redline.engine.rules import PATTERN_FLAGS, Rule, RuleError, builtin_rules, check_unique, load_rule_paths
 from redline.engine.textview import TextView
 
 BLOCK_CHARS = 16 * 1024
 MAX_LINE_CHARS = 1024 * 1024
 STREAM_CHUNK_CHARS = 4 * 1024 * 1024
 ALLOW_MARKER = "redline:allow"
+_WINDOW_MAX = 1024
+_LOOKAHEAD = 64
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _SPEAKER = re.compile(
     r"[ \t]*(?:[-*>#]+[ \t]*)?(?P<who>user|human|customer|me|you|assistant|ai|bot|model|system|chatgpt|claude|"
@@ -102,6 +104,34 @@ def _near_lines(
         else:
             out.append((ls, le))
     return out
+
+
+def _match_width(rule: Rule) -> int | None:
+    """The longest text a rule's pattern can match, if at most _WINDOW_MAX; else None."""
+    if rule.multiline or rule.extend is not None:
+        return None
+    try:
+        _, hi = re._parser.parse(rule.pattern, PATTERN_FLAGS).getwidth()  # type: ignore[attr-defined]
+    except Exception:  # private API: without it, rules simply run on whole lines
+        return None
+    return int(hi) if hi <= _WINDOW_MAX else None
+
+
+def _keyword_positions(
+    low: bytes, block: str, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
+) -> tuple[list[int], int]:
+    """Start offsets of every keyword occurrence in the block, and the longest keyword's length."""
+    out: list[int] = []
+    longest = 0
+    for hay, needles in ((low, ascii_kws), (block, other_kws)):
+        find = hay.find
+        for kw in needles:
+            longest = max(longest, len(kw))
+            pos = find(kw)  # type: ignore[arg-type]
+            while pos != -1:
+                out.append(pos)
+                pos = find(kw, pos + 1)  # type: ignore[arg-type]
+    return out, longest
 
 
 def _lines_at(data: bytes, ends: list[int]) -> list[tuple[int, int]]:
@@ -288,6 +318,9 @@ class Scanner:
                 self._line_keywords.append(
                     (tuple({k.lower().encode("ascii") for k in r.keywords if k.isascii()}), other))
         self._multi_rules = [i for i, r in enumerate(self.rules) if r.multiline]
+        # Longest possible match of each rule, when short enough: its regex then runs only in windows around
+        # the keyword occurrences or match positions instead of over whole (possibly very long) lines.
+        self._width = [_match_width(r) for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -319,6 +352,7 @@ class Scanner:
         margin = self._margin
         line_keywords = self._line_keywords
         context_lines = self._context_lines
+        widths = self._width
         matcher = self.matcher
         for a, b in iter_blocks(vtext):
             lo = max(0, a - margin)
@@ -337,7 +371,11 @@ class Scanner:
             data = ext_data[a - lo:b - lo]
             low: bytes | None = None
             for i in line_cands:
+                width = widths[i]
                 if i in ends:
+                    if width is not None:
+                        self._extract_windows(rules[i], vtext, a, len(block), ends[i], 0, width, found)
+                        continue
                     for ls, le in _lines_at(data, ends[i]):
                         self._extract(rules[i], vtext, a + ls, a + le, found)
                     continue
@@ -354,6 +392,10 @@ class Scanner:
                     continue
                 if low is None:
                     low = data.lower()
+                if width is not None:
+                    anchors, longest = _keyword_positions(low, block, kws[0], kws[1])
+                    self._extract_windows(rules[i], vtext, a, len(block), anchors, longest, width, found)
+                    continue
                 for ls, le in _keyword_lines(low, block, kws[0], kws[1]):
                     self._extract(rules[i], vtext, a + ls, a + le, found)
         for i in sorted(multi_candidates):
@@ -374,9 +416,37 @@ class Scanner:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _extract(self, rule: Rule, text: str, a: int, b: int, out: list[tuple[Rule, int, int, str]]) -> None:
+    def _extract_windows(
+        self, rule: Rule, text: str, base: int, size: int, anchors: list[int], anchor_len: int, width: int,
+        out: list[tuple[Rule, int, int, str]],
+    ) -> None:
+        """Run the rule's regex only where a match can be: within ``width`` of an anchor (a keyword
+        occurrence, or the end of a match's label part).
+
+        A match holds an anchor and is at most ``width`` long, so it lies inside a window; windows that
+        touch are merged, so no match runs across the start of a window, and the regex sees
+        ``_LOOKAHEAD`` characters past a window's end so that lookaheads behave as on the whole text.
+        The findings are therefore exactly those of running over the whole block.
+        """
+        if not anchors:
+            return
+        windows: list[list[int]] = []
+        for p in sorted(anchors):
+            lo, hi = max(0, p - width), min(size, p + anchor_len + width)
+            if windows and lo <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], hi)
+            else:
+                windows.append([lo, hi])
+        for lo, hi in windows:
+            self._extract(rule, text, base + lo, base + min(size, hi + _LOOKAHEAD), out, stop=base + hi)
+
+    def _extract(
+        self, rule: Rule, text: str, a: int, b: int, out: list[tuple[Rule, int, int, str]], stop: int | None = None
+    ) -> None:
         group = rule.value_group
         for m in rule.regex.finditer(text, a, b):
+            if stop is not None and m.start() >= stop:
+                break
             vs, ve = m.span(group)
             if vs < 0 or vs == ve:
                 continue
