@@ -297,7 +297,7 @@ class Scanner:
             and (r.enabled or r.id in enabled)
             and (kind_set is None or r.kind in kind_set)
         )
-        self._line_rules = [i for i, r in enumerate(self.rules) if not r.multiline]
+        self._line_rules = frozenset(i for i, r in enumerate(self.rules) if not r.multiline)
         self._margin = max((r.context_window for r in self.rules if r.context), default=0)
         # Rules that need a context word: a match's line lies within context_window characters of one, so
         # only lines near a context word need the regex (ASCII words as lowercase bytes, others as text).
@@ -348,7 +348,7 @@ class Scanner:
         rules = self.rules
         found: list[tuple[Rule, int, int, str]] = []
         multi_candidates: set[int] = set()
-        line_rule_set = set(self._line_rules)
+        line_rule_set = self._line_rules
         margin = self._margin
         line_keywords = self._line_keywords
         context_lines = self._context_lines
@@ -400,7 +400,7 @@ class Scanner:
                     self._extract(rules[i], vtext, a + ls, a + le, found)
         for i in sorted(multi_candidates):
             self._extract(rules[i], vtext, 0, len(vtext), found)
-        return self._finish(found, view)
+        return self._finish(found, view) if found else []
 
     def scan_bytes(self, data: bytes) -> list[Finding]:
         """Scan UTF-8 bytes; invalid bytes count as one character each (offsets are into the decoded text)."""
