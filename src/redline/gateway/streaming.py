@@ -8,6 +8,7 @@ else is buffered: the time-to-first-token cost is at most one chunk.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 from redline.engine import Finding, Scanner
 from redline.gateway.inspect import dumps, json_escape, message_texts, replace_spans, response_texts, set_path
 from redline.gateway.policy import PolicyEngine
-from redline.redact import PLACEHOLDER, Redactor, Vault
+from redline.redact import PLACEHOLDER, Redactor, StreamRestorer, Vault
 
 CONTEXT_CHARS = 256  # emitted text kept as context for the next scan (context words, keyword rules)
 MAX_HOLD = 16 * 1024  # never hold back more than this, even inside one long token
@@ -81,39 +82,14 @@ def restore_json(vault: Vault, text: str) -> str:
     return PLACEHOLDER.sub(sub, text)
 
 
-class Restorer:
-    """Streamed placeholder restoration (plain or JSON-escaped): holds back only a possible placeholder start."""
-
-    def __init__(self, vault: Vault, json_escaped: bool) -> None:
-        self.vault = vault
-        self.json_escaped = json_escaped
-        self._pending = ""
-
-    def _restore(self, text: str) -> str:
-        return restore_json(self.vault, text) if self.json_escaped else self.vault.restore(text)
-
-    def feed(self, chunk: str) -> str:
-        text = self._pending + chunk if self._pending else chunk
-        self._pending = ""
-        if not text:
-            return ""
-        cut = text.rfind("<", max(0, len(text) - self.vault.max_len))
-        if cut != -1 and self.vault.is_prefix(text[cut:]):
-            self._pending = text[cut:]
-            text = text[:cut]
-        return self._restore(text)
-
-    def flush(self) -> str:
-        text, self._pending = self._pending, ""
-        return self._restore(text)
-
-
 class StreamGuard:
     """One streamed text (a choice's content, one tool call's arguments): filter, then restore."""
 
     def __init__(self, filt: ResponseFilter | None, vault: Vault | None, json_escaped: bool = False) -> None:
         self.filt = filt
-        self.restorer = Restorer(vault, json_escaped) if vault is not None and len(vault) else None
+        self.restorer: StreamRestorer | None = None
+        if vault is not None and len(vault):
+            self.restorer = vault.stream_restorer(functools.partial(restore_json, vault) if json_escaped else None)
         self._held = ""
         self._ctx = ""
 

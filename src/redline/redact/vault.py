@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_left, insort
+from collections.abc import Callable
 
 _LABEL_BAD = re.compile(r"[^A-Z0-9]+")
 PLACEHOLDER = re.compile(r"<[A-Z][A-Z0-9_]*_[1-9][0-9]*>")
@@ -67,8 +68,9 @@ class Vault:
         i = bisect_left(self._sorted, tail)
         return i < len(self._sorted) and self._sorted[i].startswith(tail) and self._sorted[i] != tail
 
-    def stream_restorer(self) -> StreamRestorer:
-        return StreamRestorer(self)
+    def stream_restorer(self, restore: Callable[[str], str] | None = None) -> StreamRestorer:
+        """``restore`` replaces :meth:`restore` for the text released (e.g. restoring into JSON-escaped text)."""
+        return StreamRestorer(self, restore)
 
 
 class StreamRestorer:
@@ -78,12 +80,13 @@ class StreamRestorer:
     (never more than the longest placeholder). ``flush`` returns the rest at the end of the stream.
     """
 
-    def __init__(self, vault: Vault) -> None:
+    def __init__(self, vault: Vault, restore: Callable[[str], str] | None = None) -> None:
         self.vault = vault
+        self._restore = restore or vault.restore
         self._pending = ""
 
     def feed(self, chunk: str) -> str:
-        text = self._pending + chunk
+        text = self._pending + chunk if self._pending else chunk
         self._pending = ""
         if not text:
             return ""
@@ -91,8 +94,8 @@ class StreamRestorer:
         if cut != -1 and self.vault.is_prefix(text[cut:]):
             self._pending = text[cut:]
             text = text[:cut]
-        return self.vault.restore(text)
+        return self._restore(text)
 
     def flush(self) -> str:
         text, self._pending = self._pending, ""
-        return self.vault.restore(text)
+        return self._restore(text)
