@@ -282,3 +282,21 @@ def test_redacted_snippet_shapes() -> None:
     assert redacted_snippet("sk-proj-abcdefgh", "secret") == "sk-p…(16 chars)"
     assert redacted_snippet("a@b.co", "pii") == "a…(6 chars)"
     assert "chars" in redacted_snippet("User: hi", "chat")
+
+
+def test_fast_regex_finds_exactly_what_the_pattern_finds(all_rules: list[Rule]) -> None:
+    """Rules reordered for Python's literal search match the same spans as written (examples and a corpus)."""
+    import re as _re
+
+    from redline import synth
+    from redline.engine.rules import PATTERN_FLAGS
+
+    lines = [line.text for line in synth.generate_lines(3000, seed=11, hit_rate=0.5)]
+    rewritten = [r for r in all_rules if r.regex.pattern != r.pattern]
+    assert len(rewritten) > 50
+    for rule in rewritten:
+        plain = _re.compile(rule.pattern, PATTERN_FLAGS)
+        texts = [ex.text for ex in rule.examples] + list(rule.negative_examples) + lines
+        for text in texts:
+            assert [m.span() for m in plain.finditer(text)] == [m.span() for m in rule.regex.finditer(text)], rule.id
+            assert [m.groupdict() for m in plain.finditer(text)] == [m.groupdict() for m in rule.regex.finditer(text)]

@@ -74,6 +74,35 @@ class Rule:
         return all(v(value) for v in self.validators)
 
 
+# A boundary assertion, an optional value group, then a literal: the shape of most token rules.
+_LEADING_LITERAL = re.compile(r"^(\\b|\(\?<!\[[^\]\\]*\]\))(\(\?P<value>)?([A-Za-z0-9_]+(?:-[A-Za-z0-9_]+)*-?)")
+
+
+def fast_regex(pattern: str, compiled: re.Pattern[str]) -> re.Pattern[str]:
+    """The same pattern reordered so that Python's engine can search for its literal prefix.
+
+    ``\\bsk-proj-…`` makes the engine try every position, because an assertion comes first; ``sk-proj-(?<=\\bsk-proj-)…``
+    matches exactly the same text (the boundary is checked behind the consumed literal) but lets the engine
+    jump from one ``sk-proj-`` to the next. Patterns of other shapes are returned as they are.
+    """
+    m = _LEADING_LITERAL.match(pattern)
+    if not m or len(m.group(3)) < 3:
+        return compiled
+    assertion, value, literal = m.group(1), m.group(2) or "", m.group(3)
+    end = m.end()
+    if pattern[end:end + 1] in ("?", "*", "+", "{"):
+        # The quantifier belongs to the literal's last character, which must stay behind the assertion.
+        literal, end = literal[:-1], end - 1
+        if len(literal) < 3:
+            return compiled
+    rewritten = f"{value}{literal}(?<={assertion}{literal}){pattern[end:]}"
+    try:
+        fast = re.compile(rewritten, PATTERN_FLAGS)
+    except re.error:
+        return compiled
+    return fast if fast.groupindex == compiled.groupindex and fast.groups == compiled.groups else compiled
+
+
 _FIELDS = {
     "id", "name", "kind", "confidence", "pattern", "keywords", "validators", "context", "context_window",
     "confidence_without_context", "priority", "multiline", "enabled", "extend", "min_turns", "fix",
@@ -125,6 +154,7 @@ def _parse_rule(raw: dict[str, Any], where: str) -> Rule:
         regex = re.compile(raw["pattern"], PATTERN_FLAGS)
     except re.error as exc:
         raise ValueError(f"pattern does not compile: {exc}") from exc
+    regex = fast_regex(raw["pattern"], regex)
     if regex.match(""):
         raise ValueError("pattern matches the empty string")
     keywords = _str_list(raw.get("keywords"), "keywords")
