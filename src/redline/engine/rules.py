@@ -81,9 +81,9 @@ _LEADING_LITERAL = re.compile(r"^(\\b|\(\?<!\[[^\]\\]*\]\))(\(\?P<value>)?([A-Za
 def fast_regex(pattern: str, compiled: re.Pattern[str]) -> re.Pattern[str]:
     """The same pattern reordered so that Python's engine can search for its literal prefix.
 
-    ``\\bsk-proj-…`` makes the engine try every position, because an assertion comes first; ``sk-proj-(?<=\\bsk-proj-)…``
-    matches exactly the same text (the boundary is checked behind the consumed literal) but lets the engine
-    jump from one ``sk-proj-`` to the next. Patterns of other shapes are returned as they are.
+    ``\\bsk-proj-…`` makes the engine try every position, because an assertion comes first;
+    ``sk-proj-(?<=\\bsk-proj-)…`` matches exactly the same text (the boundary is checked behind the consumed
+    literal) but lets the engine jump from one ``sk-proj-`` to the next. Other shapes are returned as they are.
     """
     m = _LEADING_LITERAL.match(pattern)
     if not m or len(m.group(3)) < 3:
