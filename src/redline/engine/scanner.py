@@ -383,6 +383,11 @@ class Scanner:
                 if near is not None:
                     if low is None:
                         low = data.lower()
+                    if width is not None:
+                        # A match lies within the context window of a context word occurrence.
+                        anchors, longest = _keyword_positions(low, block, near[0], near[1])
+                        self._extract_windows(rules[i], vtext, a, len(block), anchors, longest, width + near[2], found)
+                        continue
                     for ls, le in _near_lines(low, block, near[0], near[1], near[2]):
                         self._extract(rules[i], vtext, a + ls, a + le, found)
                     continue
