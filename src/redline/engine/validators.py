@@ -241,12 +241,17 @@ def date(v: str) -> bool:
     return False
 
 
-_PLACEHOLDER_WORDS = re.compile(
-    r"example|xxxx|dummy|placeholder|redacted|changeme|change_me|your[_\-. ]?(?:api|secret|access|auth|token|key|pass)"
-    r"|insert[_\-]?|replace[_\-]?me|sample[_\-]?key|fake[_\-]?key|test[_\-]?key|\.\.\.|…",
-    re.IGNORECASE,
+# Placeholder words are looked for in the lowercased value with plain substring tests; the few phrases that
+# need a pattern are only searched when one of their words occurs. Every candidate of every secret rule goes
+# through here, often twice (a provider rule and a generic rule on the same value).
+_PLACEHOLDER_SUBSTRINGS = ("example", "xxxx", "dummy", "placeholder", "redacted", "changeme", "change_me", "insert",
+                           "...", "…")
+_PLACEHOLDER_PHRASES = re.compile(
+    r"your[_\-. ]?(?:api|secret|access|auth|token|key|pass)|replace[_\-]?me|sample[_\-]?key|fake[_\-]?key|test[_\-]?key"
 )
+_PHRASE_HINTS = ("your", "replace", "sample", "fake", "test")
 _TEMPLATE = re.compile(r"<[^<>]*>|\$\{[^}]*\}|\{\{[^}]*\}\}|%\([^)]*\)s|\$\([^)]*\)|\*{3,}|#{4,}|^\$[A-Z_][A-Z0-9_]*$")
+_TEMPLATE_HINTS = ("<", "${", "{{", "%(", "$(", "***", "####")
 
 
 # ASCII characters to their successor; other characters to one no text contains next to itself.
@@ -255,7 +260,12 @@ _NEXT_CHAR = {i: i + 1 for i in range(128)} | {i: 0xFFFF for i in range(128, 256
 
 def not_placeholder(v: str) -> bool:
     """Documentation keys and template variables are not leaks; saying so keeps people from muting a rule."""
-    if _PLACEHOLDER_WORDS.search(v) or _TEMPLATE.search(v):
+    low = v.lower()
+    if any(w in low for w in _PLACEHOLDER_SUBSTRINGS):
+        return False
+    if any(h in low for h in _PHRASE_HINTS) and _PLACEHOLDER_PHRASES.search(low):
+        return False
+    if (v[:1] == "$" or any(h in v for h in _TEMPLATE_HINTS)) and _TEMPLATE.search(v):
         return False
     core = re.sub(r"^[A-Za-z]+[-_]", "", v)  # ignore a provider prefix like sk- or ghp_
     if len(core) >= 8:
