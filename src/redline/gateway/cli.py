@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import tempfile
 from typing import Any
@@ -72,5 +73,12 @@ def cmd_gateway(args: argparse.Namespace) -> int:
             pass
     print(f"redline gateway listening on http://{args.host}:{args.port}/v1 ({args.workers} worker(s))",
           file=sys.stderr)
+    # uvicorn shuts down gracefully on SIGTERM (the app flushes its audit writer), then re-raises the signal
+    # to the handler that was there before it: make that a clean exit rather than death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     uvicorn.run("redline.gateway.app:app_from_env", **kwargs)
     return 0
+
+
+def _exit_cleanly(_signum: int, _frame: object) -> None:
+    raise SystemExit(0)
