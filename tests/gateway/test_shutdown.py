@@ -52,7 +52,8 @@ def test_sigterm_flushes_every_audit_event(upstream: Upstream, tmp_path: Path) -
                 break
             except openai.APIConnectionError:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise AssertionError(f"gateway did not start: {proc.stdout.read() if proc.stdout else ''}") from None
+                    output = proc.stdout.read() if proc.stdout else ""
+                    raise AssertionError(f"gateway did not start: {output}") from None
                 time.sleep(0.1)
         for i in range(25):
             client.chat.completions.create(model="ds-chat", messages=[{"role": "user", "content": f"hello {i}"}])
