@@ -58,6 +58,29 @@ def _context_expression(word: str) -> bytes:
     return f"(?:(?:\\b|_){body}|{camel})(?:[^a-z]|\\z)".encode("ascii")
 
 
+def words_in(text: str, words: tuple[str, ...], rx: re.Pattern[str] | None) -> frozenset[str]:
+    """Which of ``words`` occur in ``text``; ``rx`` is their alternation, longest first (see word_pattern).
+
+    Every position where some word starts yields the longest word there, and the shorter words starting there
+    are its prefixes; stepping one character past each start catches overlapping words.
+    """
+    if rx is None:
+        return frozenset()
+    found: set[str] = set()
+    m = rx.search(text)
+    while m is not None:
+        found.add(m.group())
+        m = rx.search(text, m.start() + 1)
+    if not found:
+        return frozenset()
+    return frozenset(w for w in words if any(f.startswith(w) for f in found))
+
+
+def word_pattern(words: Sequence[str]) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+    ordered = tuple(sorted(set(words), key=len, reverse=True))
+    return ordered, (re.compile("|".join(map(re.escape, ordered))) if ordered else None)
+
+
 class Matcher(Protocol):
     name: str
 
@@ -159,7 +182,7 @@ class HyperscanMatcher:
                 exprs.append(asciify_pattern(rule.pattern).encode("ascii"))
                 flags.append(pattern_flags)
             ids.append(i)
-        self._text_context_words = frozenset(w for ws in self._text_context.values() for w in ws)
+        self._text_words, self._text_words_rx = word_pattern([w for ws in self._text_context.values() for w in ws])
         self._db: Any = None
         if exprs:
             self._db = self._load_or_compile(exprs, ids, flags, rules)
@@ -181,7 +204,7 @@ class HyperscanMatcher:
             self._db.scan(data, match_event_handler=on_match, scratch=self._scratch)
         n = self._n
         if self._text_context and not text.isascii():
-            present = {w for w in self._text_context_words if w in text}
+            present = words_in(text, self._text_words, self._text_words_rx)
             if present:
                 hits.update(n + i for i, words in self._text_context.items() if not present.isdisjoint(words))
         ctx = self._needs_context

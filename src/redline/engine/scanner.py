@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
-from redline.engine.matcher import Matcher, ascii_bytes, make_matcher
+from redline.engine.matcher import Matcher, ascii_bytes, make_matcher, word_pattern, words_in
 from redline.engine.rules import PATTERN_FLAGS, Rule, RuleError, builtin_rules, check_unique, load_rule_paths
 from redline.engine.textview import TextView
 
@@ -73,21 +73,50 @@ def _context_near(ctx: re.Pattern[str], text: str, lo: int, hi: int) -> bool:
     return m is not None and m.start() < hi
 
 
+class _Words:
+    """Where keywords and context words occur in one block; each word is looked up once per block.
+
+    ASCII words are found case-insensitively in ``low`` (the block as lowercased one-byte-per-character bytes),
+    other words (caseless scripts such as CJK) by exact search in ``block``; offsets agree because ``low`` has
+    one byte per character of ``block``. ``present`` lists the non-ASCII words the block holds at all.
+    """
+
+    __slots__ = ("_cache", "block", "low", "present")
+
+    def __init__(self, low: bytes, block: str, present: frozenset[str]) -> None:
+        self.low = low
+        self.block = block
+        self.present = present
+        self._cache: dict[bytes | str, list[int]] = {}
+
+    def at(self, word: bytes | str) -> list[int]:
+        hit = self._cache.get(word)
+        if hit is None:
+            hit = []
+            if isinstance(word, bytes) or word in self.present:
+                hay = self.low if isinstance(word, bytes) else self.block
+                find = hay.find
+                pos = find(word)  # type: ignore[arg-type]
+                while pos != -1:
+                    hit.append(pos)
+                    pos = find(word, pos + 1)  # type: ignore[arg-type]
+            self._cache[word] = hit
+        return hit
+
+
 def _near_lines(
-    low: bytes, block: str, ascii_words: tuple[bytes, ...], other_words: tuple[str, ...], window: int
+    words: _Words, ascii_words: tuple[bytes, ...], other_words: tuple[str, ...], window: int
 ) -> list[tuple[int, int]]:
     """Merged ranges of the lines that come within ``window`` characters of a context word occurrence."""
     spans: list[tuple[int, int]] = []
-    for hay, needles in ((low, ascii_words), (block, other_words)):
-        find = hay.find
-        for w in needles:
-            pos = find(w)  # type: ignore[arg-type]
-            while pos != -1:
+    for group in (ascii_words, other_words):
+        for w in group:
+            for pos in words.at(w):
                 spans.append((max(0, pos - window), pos + len(w) + window))
-                pos = find(w, pos + 1)  # type: ignore[arg-type]
     if not spans:
         return []
     spans.sort()
+    low = words.low
     out: list[tuple[int, int]] = []
     n = len(low)
     rfind, lfind = low.rfind, low.find
@@ -118,19 +147,15 @@ def _match_width(rule: Rule) -> int | None:
 
 
 def _keyword_positions(
-    low: bytes, block: str, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
+    words: _Words, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
 ) -> tuple[list[int], int]:
     """Start offsets of every keyword occurrence in the block, and the longest keyword's length."""
     out: list[int] = []
     longest = 0
-    for hay, needles in ((low, ascii_kws), (block, other_kws)):
-        find = hay.find
-        for kw in needles:
+    for group in (ascii_kws, other_kws):
+        for kw in group:
             longest = max(longest, len(kw))
-            pos = find(kw)  # type: ignore[arg-type]
-            while pos != -1:
-                out.append(pos)
-                pos = find(kw, pos + 1)  # type: ignore[arg-type]
+            out.extend(words.at(kw))
     return out, longest
 
 
@@ -153,26 +178,12 @@ def _lines_at(data: bytes, ends: list[int]) -> list[tuple[int, int]]:
 
 
 def _keyword_lines(
-    low: bytes, block: str, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
+    words: _Words, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
 ) -> list[tuple[int, int]]:
-    """Sorted, merged ``[start, end)`` ranges of the lines (newline included) holding a keyword.
-
-    ASCII keywords are found case-insensitively in ``low`` (the block as lowercased one-byte-per-character
-    bytes); other keywords (caseless scripts such as CJK) by exact search in ``block``. Offsets agree
-    because ``low`` has one byte per character of ``block``.
-    """
-    starts: set[int] = set()
-    for hay, needles in ((low, ascii_kws), (block, other_kws)):
-        find = hay.find
-        nl: bytes | str = b"\n" if isinstance(hay, bytes) else "\n"
-        for kw in needles:
-            pos = find(kw)  # type: ignore[arg-type]
-            while pos != -1:
-                starts.add(hay.rfind(nl, 0, pos) + 1)  # type: ignore[arg-type]
-                le = find(nl, pos)  # type: ignore[arg-type]
-                if le == -1:
-                    break
-                pos = find(kw, le + 1)  # type: ignore[arg-type]
+    """Sorted, merged ``[start, end)`` ranges of the lines (newline included) holding a keyword."""
+    low = words.low
+    rfind = low.rfind
+    starts = {rfind(b"\n", 0, pos) + 1 for group in (ascii_kws, other_kws) for kw in group for pos in words.at(kw)}
     out: list[tuple[int, int]] = []
     n = len(low)
     lfind = low.find
@@ -318,6 +329,9 @@ class Scanner:
                 self._line_keywords.append(
                     (tuple({k.lower().encode("ascii") for k in r.keywords if k.isascii()}), other))
         self._multi_rules = [i for i, r in enumerate(self.rules) if r.multiline]
+        # All non-ASCII keywords and context words, found in a block in one pass (longest first).
+        self._other_words, self._other_words_rx = word_pattern(
+            [w for r in self.rules for w in (*r.keywords, *r.context) if not w.isascii()])
         # Longest possible match of each rule, when short enough: its regex then runs only in windows around
         # the keyword occurrences or match positions instead of over whole (possibly very long) lines.
         self._width = [_match_width(r) for r in self.rules]
@@ -369,7 +383,7 @@ class Scanner:
             # matches, so the findings do not depend on which one was used.
             block = vtext[a:b]
             data = ext_data[a - lo:b - lo]
-            low: bytes | None = None
+            words: _Words | None = None
             for i in line_cands:
                 width = widths[i]
                 if i in ends:
@@ -381,27 +395,27 @@ class Scanner:
                     continue
                 near = context_lines.get(i)
                 if near is not None:
-                    if low is None:
-                        low = data.lower()
+                    if words is None:
+                        words = self._words(data, block)
                     if width is not None:
                         # A match lies within the context window of a context word occurrence.
-                        anchors, longest = _keyword_positions(low, block, near[0], near[1])
+                        anchors, longest = _keyword_positions(words, near[0], near[1])
                         self._extract_windows(rules[i], vtext, a, len(block), anchors, longest, width + near[2], found)
                         continue
-                    for ls, le in _near_lines(low, block, near[0], near[1], near[2]):
+                    for ls, le in _near_lines(words, near[0], near[1], near[2]):
                         self._extract(rules[i], vtext, a + ls, a + le, found)
                     continue
                 kws = line_keywords[i]
                 if kws is None:
                     self._extract(rules[i], vtext, a, b, found)
                     continue
-                if low is None:
-                    low = data.lower()
+                if words is None:
+                    words = self._words(data, block)
                 if width is not None:
-                    anchors, longest = _keyword_positions(low, block, kws[0], kws[1])
+                    anchors, longest = _keyword_positions(words, kws[0], kws[1])
                     self._extract_windows(rules[i], vtext, a, len(block), anchors, longest, width, found)
                     continue
-                for ls, le in _keyword_lines(low, block, kws[0], kws[1]):
+                for ls, le in _keyword_lines(words, kws[0], kws[1]):
                     self._extract(rules[i], vtext, a + ls, a + le, found)
         for i in sorted(multi_candidates):
             self._extract(rules[i], vtext, 0, len(vtext), found)
@@ -420,6 +434,10 @@ class Scanner:
             base += len(chunk)
 
     # -- internals ------------------------------------------------------------------------------------------
+
+    def _words(self, data: bytes, block: str) -> _Words:
+        present = frozenset() if block.isascii() else words_in(block, self._other_words, self._other_words_rx)
+        return _Words(data.lower(), block, present)
 
     def _extract_windows(
         self, rule: Rule, text: str, base: int, size: int, anchors: list[int], anchor_len: int, width: int,
