@@ -300,3 +300,12 @@ def test_fast_regex_finds_exactly_what_the_pattern_finds(all_rules: list[Rule]) 
         for text in texts:
             assert [m.span() for m in plain.finditer(text)] == [m.span() for m in rule.regex.finditer(text)], rule.id
             assert [m.groupdict() for m in plain.finditer(text)] == [m.groupdict() for m in rule.regex.finditer(text)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="手机号用户问答电话ab\n", max_size=60))
+def test_words_in_finds_every_word_even_overlapping(text: str) -> None:
+    from redline.engine.matcher import word_pattern, words_in
+
+    words, rx = word_pattern(["手机", "手机号", "机号", "用户", "户问", "问", "电话"])
+    assert words_in(text, words, rx) == {w for w in words if w in text}
