@@ -277,7 +277,13 @@ def _position_expression(rule: Rule) -> bytes | None:
             expr = rule.pattern
     except re.error:
         expr = rule.pattern
+    if _OPEN_RUN.search(expr):
+        # "[^\n]{8,}" or ".*" would report a position for every character of the rest of the line.
+        return None
     return expr.encode("ascii")
+
+
+_OPEN_RUN = re.compile(r"\[\^[^\]]*\](?:\*|\+|\{\d+,\})|(?<!\\)\.(?:\*|\+|\{\d+,\})")
 
 
 def _cache_dir() -> Path | None:
