@@ -125,6 +125,15 @@ class Gateway:
                                           backend=det.backend)
         config.check_types(r.id for r in self.scanner.all_rules)
         self.engine = PolicyEngine(config)
+        # Answers are scanned only for the kinds a response rule acts on (by default secrets, to redact a key
+        # a model echoes): scanning them for personal data the policy allows would cost time on every answer.
+        kinds = self.engine.response_kinds({r.id: r.kind for r in self.scanner.all_rules})
+        active = list(self.scanner.rules)
+        self.response_scanner = self.scanner
+        if kinds and not kinds >= {r.kind for r in active}:
+            self.response_scanner = Scanner(active, enabled={r.id for r in active if not r.enabled}, kinds=kinds,
+                                            backend=det.backend)
+            self.response_scanner.fingerprint = self.scanner.fingerprint
         self._own_stores: list[KeyStore | AuditStore] = []
         if key_store is None:
             key_store = open_key_store(config.store.keys)
@@ -360,7 +369,7 @@ class Gateway:
                 strip_usage = True
         filt = None
         if self.engine.response_scanning(target.name, model) and ctx.endpoint != "embeddings":
-            filt = ResponseFilter(self.scanner, self.engine, self.redactor, target.name, model)
+            filt = ResponseFilter(self.response_scanner, self.engine, self.redactor, target.name, model)
         payload = _dumps(body)
         url = self.upstream_urls[target.name, ctx.endpoint]
         if stream:

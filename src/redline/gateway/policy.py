@@ -86,6 +86,16 @@ class PolicyEngine:
             self._cache[key] = res
         return res
 
+    def response_kinds(self, kind_of_type: dict[str, str]) -> set[str]:
+        """The finding kinds some response rule acts on: answers need scanning for these only."""
+        pol = self.config.policy
+        kinds: set[str] = set()
+        for layer in (pol.default, *pol.providers.values(), *pol.models.values()):
+            for key, action in layer.response.items():
+                if action != "allow":
+                    kinds.add(kind_of_type.get(key, key))
+        return kinds
+
     def response_scanning(self, provider: str, model: str) -> bool:
         """Whether responses from this provider/model need scanning at all."""
         key = (provider, model)
