@@ -516,22 +516,26 @@ class Scanner:
         return None
 
     def _finish(self, found: list[tuple[Rule, int, int, str]], view: TextView) -> list[Finding]:
+        """Resolve overlaps first, then build findings (fingerprint, snippet) only for the ones kept."""
         vtext = view.text
         raw = view.raw
-        findings: list[tuple[tuple[int, int, int], Finding]] = []
+        candidates: list[_Candidate] = []
         for rule, vs, ve, confidence in found:
-            value = vtext[vs:ve]
             rs, re_ = view.span_to_raw(vs, ve)
-            if self.allow_marker and ALLOW_MARKER in raw[raw.rfind("\n", 0, rs) + 1:_line_end(raw, rs)]:
+            strength = (rule.priority, re_ - rs, CONFIDENCE_RANK[confidence])
+            candidates.append((strength, rs, re_, rule, vs, ve, confidence))
+        allow_possible = self.allow_marker and ALLOW_MARKER in raw
+        findings: list[Finding] = []
+        for _, rs, re_, rule, vs, ve, confidence in _resolve_overlaps(candidates):
+            if allow_possible and ALLOW_MARKER in raw[raw.rfind("\n", 0, rs) + 1:_line_end(raw, rs)]:
                 continue
+            value = vtext[vs:ve]
             fp = self.fingerprint(value)
             if fp in self.baseline:
                 continue
             conf: Confidence = confidence  # type: ignore[assignment]
-            f = Finding(rule.kind, rule.id, rs, re_, conf, fp, redacted_snippet(value, rule.kind))
-            strength = (rule.priority, re_ - rs, CONFIDENCE_RANK[conf])
-            findings.append((strength, f))
-        return _resolve_overlaps(findings)
+            findings.append(Finding(rule.kind, rule.id, rs, re_, conf, fp, redacted_snippet(value, rule.kind)))
+        return findings
 
 
 def _line_end(text: str, pos: int) -> int:
@@ -539,25 +543,27 @@ def _line_end(text: str, pos: int) -> int:
     return len(text) if nl == -1 else nl
 
 
-def _resolve_overlaps(items: list[tuple[tuple[int, int, int], Finding]]) -> list[Finding]:
-    """Where findings overlap, keep the strongest (priority, then length, then confidence); chat competes only
-    with chat. A longer match usually is the more specific one: a whole provider token beats a generic
-    32-hex rule that matched its tail.
+_Candidate = tuple[tuple[int, int, int], int, int, Rule, int, int, str]
 
-    Identical duplicates (the same rule on the same span, e.g. from two passes) collapse to one.
+
+def _resolve_overlaps(items: list[_Candidate]) -> list[_Candidate]:
+    """Where candidates overlap, keep the strongest (priority, then length, then confidence); chat competes only
+    with chat. A longer match usually is the more specific one: a whole provider token beats a generic
+    32-hex rule that matched its tail. Identical duplicates (same rule, same span) collapse to one.
+    Returns the kept candidates in text order.
     """
-    items.sort(key=lambda it: (it[0], -it[1].start, it[1].type), reverse=True)
-    kept: list[Finding] = []
+    items.sort(key=lambda it: (it[0], -it[1], it[3].id), reverse=True)
+    kept: list[_Candidate] = []
     taken: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
-    for _, f in items:
-        spans = taken[f.kind == "chat"]
-        j = bisect_left(spans, (f.start, f.end))
-        overlaps = (j > 0 and spans[j - 1][1] > f.start) or (j < len(spans) and spans[j][0] < f.end)
-        if overlaps:
+    for it in items:
+        start, end = it[1], it[2]
+        spans = taken[it[3].kind == "chat"]
+        j = bisect_left(spans, (start, end))
+        if (j > 0 and spans[j - 1][1] > start) or (j < len(spans) and spans[j][0] < end):
             continue
-        insort(spans, (f.start, f.end))
-        kept.append(f)
-    kept.sort(key=lambda f: (f.start, f.end, f.type))
+        insort(spans, (start, end))
+        kept.append(it)
+    kept.sort(key=lambda it: (it[1], it[2], it[3].id))
     return kept
 
 
