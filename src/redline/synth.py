@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from stdnum import luhn, verhoeff
+
 __all__ = [
     "PII_TYPES",
     "SECRET_TYPES",
@@ -146,22 +148,12 @@ def github_checksum(body: str) -> str:
 
 
 def luhn_valid(number: str) -> bool:
-    digits = [int(c) for c in number if c.isdigit()]
-    total = 0
-    for i, d in enumerate(reversed(digits)):
-        if i % 2 == 1:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return len(digits) > 1 and total % 10 == 0
+    digits = "".join(c for c in number if c.isdigit())
+    return len(digits) > 1 and bool(luhn.is_valid(digits))
 
 
 def _luhn_complete(prefix: str) -> str:
-    for check in _DIGITS:
-        if luhn_valid(prefix + check):
-            return prefix + check
-    raise AssertionError("unreachable")
+    return prefix + str(luhn.calc_check_digit(prefix))
 
 
 _NINO_BAD_FIRST = set("DFIQUV")
@@ -508,42 +500,10 @@ def _nino(rng: random.Random) -> str:
             return value
 
 
-_VERHOEFF_D = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    (1, 2, 3, 4, 0, 6, 7, 8, 9, 5),
-    (2, 3, 4, 0, 1, 7, 8, 9, 5, 6),
-    (3, 4, 0, 1, 2, 8, 9, 5, 6, 7),
-    (4, 0, 1, 2, 3, 9, 5, 6, 7, 8),
-    (5, 9, 8, 7, 6, 0, 4, 3, 2, 1),
-    (6, 5, 9, 8, 7, 1, 0, 4, 3, 2),
-    (7, 6, 5, 9, 8, 2, 1, 0, 4, 3),
-    (8, 7, 6, 5, 9, 3, 2, 1, 0, 4),
-    (9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-)
-_VERHOEFF_P = (
-    (0, 1, 2, 3, 4, 5, 6, 7, 8, 9),
-    (1, 5, 7, 6, 2, 8, 3, 0, 9, 4),
-    (5, 8, 0, 3, 7, 9, 6, 1, 4, 2),
-    (8, 9, 1, 6, 0, 4, 3, 5, 2, 7),
-    (9, 4, 5, 3, 1, 2, 6, 8, 7, 0),
-    (4, 2, 8, 6, 5, 7, 3, 9, 0, 1),
-    (2, 7, 9, 3, 8, 0, 6, 4, 1, 5),
-    (7, 0, 4, 6, 9, 1, 3, 2, 5, 8),
-)
-_VERHOEFF_INV = (0, 4, 3, 2, 1, 5, 6, 7, 8, 9)
-
-
-def _verhoeff_digit(body: str) -> str:
-    c = 0
-    for i, d in enumerate(reversed(body)):
-        c = _VERHOEFF_D[c][_VERHOEFF_P[(i + 1) % 8][int(d)]]
-    return str(_VERHOEFF_INV[c])
-
-
 def _aadhaar(rng: random.Random) -> str:
     while True:
         body = str(rng.randrange(2, 10)) + _rand(rng, _DIGITS, 10)
-        value = body + _verhoeff_digit(body)
+        value = body + str(verhoeff.calc_check_digit(body))
         if value != value[::-1]:
             return rng.choice([f"{value[:4]} {value[4:8]} {value[8:]}", value])
 

@@ -134,18 +134,11 @@ def _digits(v: str) -> str:
 
 
 def luhn(v: str) -> bool:
+    """Luhn checksum over the digits (python-stdnum), for numbers of card length (12 digits or more)."""
+    from stdnum import luhn as _luhn
+
     digits = _digits(v)
-    if len(digits) < 12:
-        return False
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
+    return len(digits) >= 12 and bool(_luhn.is_valid(digits))
 
 
 # (prefix ranges, allowed lengths) per issuer; ranges are inclusive on the leading digits.
