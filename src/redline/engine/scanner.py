@@ -135,6 +135,30 @@ def _near_lines(
     return out
 
 
+def _starts_with_literal(pattern: str) -> bool:
+    """Whether a match must begin with a fixed string of at least three characters (case-sensitive)."""
+    try:
+        parsed = re._parser.parse(pattern, PATTERN_FLAGS)  # type: ignore[attr-defined]
+    except Exception:
+        return False
+    if parsed.state.flags & re.IGNORECASE:
+        return False
+    ops = parsed.data
+    literal = re._constants.LITERAL  # type: ignore[attr-defined]
+    subpattern = re._constants.SUBPATTERN  # type: ignore[attr-defined]
+    while ops and ops[0][0] is subpattern:
+        _group, add_flags, _del_flags, inner = ops[0][1]
+        if add_flags & re.IGNORECASE:
+            return False
+        ops = inner.data
+    count = 0
+    for op, _ in ops:
+        if op is not literal:
+            break
+        count += 1
+    return count >= 3
+
+
 def _match_width(rule: Rule) -> int | None:
     """The longest text a rule's pattern can match, if at most _WINDOW_MAX; else None."""
     if rule.multiline or rule.extend is not None:
@@ -335,6 +359,9 @@ class Scanner:
         # Longest possible match of each rule, when short enough: its regex then runs only in windows around
         # the keyword occurrences or match positions instead of over whole (possibly very long) lines.
         self._width = [_match_width(r) for r in self.rules]
+        # Rules whose regex starts with a literal: Python's engine jumps from one occurrence of it to the next,
+        # so running it over the whole block is cheaper than cutting the block into lines or windows first.
+        self._literal_first = [not r.multiline and _starts_with_literal(r.regex.pattern) for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -367,6 +394,7 @@ class Scanner:
         line_keywords = self._line_keywords
         context_lines = self._context_lines
         widths = self._width
+        literal_first = self._literal_first
         matcher = self.matcher
         for a, b in iter_blocks(vtext):
             lo = max(0, a - margin)
@@ -385,6 +413,9 @@ class Scanner:
             data = ext_data[a - lo:b - lo]
             words: _Words | None = None
             for i in line_cands:
+                if literal_first[i]:
+                    self._extract(rules[i], vtext, a, b, found)
+                    continue
                 width = widths[i]
                 if i in ends:
                     if width is not None:
