@@ -80,6 +80,14 @@ class Upstream:
 
         with contextlib.suppress(Exception):
             loop.run_until_complete(main())
+        # Connections kept alive by clients still have handlers waiting: end them before closing the loop, so
+        # nothing is left to be destroyed (and complained about) at interpreter exit.
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        loop.close()
 
     def stop(self) -> None:
         if self._loop is not None and self._server is not None:
