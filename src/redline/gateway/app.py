@@ -792,4 +792,22 @@ def app_from_env() -> Starlette:
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise ConfigError(f"set {CONFIG_ENV} to the gateway's config file")
+    _redacted_logs()
     return create_app(load_config(path))
+
+
+def _redacted_logs() -> None:
+    """The gateway's own log lines (warnings, tracebacks of failed requests) go through redline's redacting
+    filter: an exception message quoting part of a request must not put a key into the service's log."""
+    import logging as std_logging
+
+    from redline.logging import RedactingFilter
+
+    logger = std_logging.getLogger("redline")
+    if any(isinstance(f, RedactingFilter) for h in logger.handlers for f in h.filters):
+        return
+    handler = std_logging.StreamHandler()
+    handler.setFormatter(std_logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    logger.addHandler(handler)
+    logger.propagate = False
