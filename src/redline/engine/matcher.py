@@ -1,10 +1,11 @@
 """Which rules may match which block of text: Hyperscan when available, plain string checks otherwise.
 
 The matcher only narrows the work. Exact spans always come from Python's ``re`` on the same blocks, so the two
-backends return identical findings as long as the Hyperscan side never misses a block a rule matches in.
-Hyperscan compiles every pattern in prefilter mode (a superset of the real pattern) and reports one hit per
-rule per block; it sees non-ASCII characters as one ``\\x1a`` byte each, so that byte lengths equal character
-lengths and ASCII-mode patterns keep their meaning.
+backends return identical findings as long as the Hyperscan side never misses a block (or a line) a rule
+matches in. Hyperscan compiles every pattern in prefilter mode (a superset of the real pattern) and reports,
+per block, which rules may match and, for rules with common keywords, where (the end of each match's label
+part); it sees non-ASCII characters as one ``\\x1a`` byte each, so that byte lengths equal character lengths
+and ASCII-mode patterns keep their meaning.
 """
 
 from __future__ import annotations

@@ -352,7 +352,6 @@ class Scanner:
             else:
                 self._line_keywords.append(
                     (tuple({k.lower().encode("ascii") for k in r.keywords if k.isascii()}), other))
-        self._multi_rules = [i for i, r in enumerate(self.rules) if r.multiline]
         # All non-ASCII keywords and context words, found in a block in one pass (longest first).
         self._other_words, self._other_words_rx = word_pattern(
             [w for r in self.rules for w in (*r.keywords, *r.context) if not w.isascii()])
