@@ -84,7 +84,7 @@ def gateway_config(cloud: Upstream, local: Upstream, **extra: Any) -> dict[str, 
 
 
 class Env:
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, **extra: Any) -> None:
         self.cloud = Upstream().start()
         self.local = Upstream().start()
         self.db = tmp / "redline.db"
@@ -92,7 +92,7 @@ class Env:
         self.audit = SqliteAuditStore(self.db)
         _, self.key = self.keys.create("research", user="alice", name="tests")
         _, self.admin_key = self.keys.create("ops", admin=True)
-        self.config = parse_config(gateway_config(self.cloud, self.local))
+        self.config = parse_config(gateway_config(self.cloud, self.local, **extra))
         self.app = create_app(self.config, key_store=self.keys, audit_store=self.audit)
         self.server = Server(self.app).start()
 

@@ -16,12 +16,8 @@ from typing import Any
 import openai
 import pytest
 
-from redline.gateway.app import create_app
-from redline.gateway.config import parse_config
-from redline.store.sqlite import SqliteAuditStore, SqliteKeyStore
 from redline.synth import fake_secret
-from tests.gateway.conftest import Env, Server, gateway_config
-from tests.gateway.upstream import Upstream
+from tests.gateway.conftest import Env
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
@@ -78,17 +74,8 @@ class PricedEnv(Env):
     """The gateway test environment with prices for the stand-in models, so the spend views have data."""
 
     def __init__(self, tmp: Path) -> None:
-        self.cloud = Upstream().start()
-        self.local = Upstream().start()
-        self.db = tmp / "redline.db"
-        self.keys = SqliteKeyStore(self.db)
-        self.audit = SqliteAuditStore(self.db)
-        _, self.key = self.keys.create("research", user="alice", name="tests")
-        _, self.admin_key = self.keys.create("ops", admin=True)
         (tmp / "prices.toml").write_text(PRICES)
-        self.config = parse_config(gateway_config(self.cloud, self.local, prices=str(tmp / "prices.toml")))
-        self.app = create_app(self.config, key_store=self.keys, audit_store=self.audit)
-        self.server = Server(self.app).start()
+        super().__init__(tmp, prices=str(tmp / "prices.toml"))
 
 
 @pytest.fixture(scope="module")
