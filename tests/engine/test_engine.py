@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from itertools import pairwise
 
 import pytest
@@ -309,3 +310,59 @@ def test_words_in_finds_every_word_even_overlapping(text: str) -> None:
 
     words, rx = word_pattern(["手机", "手机号", "机号", "用户", "户问", "问", "电话"])
     assert words_in(text, words, rx) == {w for w in words if w in text}
+
+
+_CLASS_FORMS: list[tuple[Rule, re.Pattern[bytes]]] = []
+
+
+def _class_forms(all_rules: list[Rule]) -> list[tuple[Rule, re.Pattern[bytes]]]:
+    from redline.engine.matcher import class_expression
+
+    if _CLASS_FORMS:
+        return _CLASS_FORMS
+    out = _CLASS_FORMS
+    for rule in all_rules:
+        expr = class_expression(rule.pattern)
+        if expr is not None and not rule.keywords and not rule.multiline:
+            out.append((rule, re.compile(expr, re.DOTALL)))
+    return out
+
+
+def _class_form_covers(rule: Rule, rx: re.Pattern[bytes], text: str) -> None:
+    """Every real match has a class-space match starting at it or one before, ending at it or one after."""
+    from redline.engine.matcher import _CLASS_TABLE, ascii_bytes
+
+    data = ascii_bytes(text).translate(_CLASS_TABLE)
+    n = len(data)
+    for m in rule.regex.finditer(text):
+        s, t = m.span()
+        assert any(
+            rx.fullmatch(data, s2, e) for s2 in {max(s - 1, 0), s} for e in {t, min(t + 1, n)}
+        ), (rule.id, text, m.span())
+
+
+def test_class_forms_cover_every_example(all_rules: list[Rule]) -> None:
+    forms = _class_forms(all_rules)
+    assert {"payment-card-number", "iban", "cn-resident-id"} <= {r.id for r, _ in forms}
+    for rule, rx in forms:
+        for ex in rule.examples:
+            _class_form_covers(rule, rx, ex.text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(alphabet="0123456789 -.+()/:ABLXZabx\n", max_size=80))
+def test_class_forms_cover_arbitrary_digit_text(all_rules: list[Rule], text: str) -> None:
+    for rule, rx in _class_forms(all_rules):
+        _class_form_covers(rule, rx, text)
+
+
+def test_class_expression_shapes() -> None:
+    from redline.engine.matcher import class_expression
+
+    card = class_expression(r"(?<![\w.])(?P<value>[2-6][0-9]{12,18})(?![\w])")
+    assert card is not None and b"\\x30" in card and b"\\x41" not in card.split(b")(?:")[1]
+    assert class_expression(r"(?P<v>[a-f0-9]{32})", sharp=True) is None  # no class of its own: not selective
+    assert class_expression(r"(?P<v>[a-f0-9]{32})") is not None
+    assert class_expression(r"(a)\1") is None  # backreferences have no class form
+    assert class_expression(r"x?") is None  # matches the empty string: Hyperscan refuses it
+    assert class_expression("用户") is None

@@ -15,11 +15,13 @@ import hashlib
 import logging
 import os
 import re
+import re._constants as _C  # type: ignore[import-not-found]
+import re._parser as _parser  # type: ignore[import-not-found]
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from redline.engine.rules import Rule
+from redline.engine.rules import PATTERN_FLAGS, Rule
 
 log = logging.getLogger("redline.engine")
 
@@ -157,6 +159,25 @@ class HyperscanMatcher:
         # looked for in the text itself.
         self._text_context: dict[int, list[str]] = {}
         located: set[int] = set()
+        # Bare-value rules (no keywords: card numbers, national ids) go to a second database that scans the
+        # text mapped to character classes, where their patterns become runs of literals (see class_expression).
+        classed = {
+            i: expr for i, rule in enumerate(rules)
+            if not rule.multiline and not rule.keywords
+            and (expr := class_expression(rule.pattern, sharp=i in self._context_only)) is not None
+        }
+        self._class_db: Any = None
+        if classed:
+            try:
+                self._class_db = self._load_or_compile(
+                    list(classed.values()), list(classed), [position_flags] * len(classed), rules)
+                self._class_scratch = hs.Scratch(self._class_db)
+            except hs.error:
+                log.debug("class-space database does not compile; its rules use their own patterns")
+                classed = {}
+        self._classed = frozenset(classed)
+        self._context_only -= self._classed
+        located |= self._classed
         for i, rule in enumerate(rules):
             if i in self._needs_context:
                 for word in rule.context:
@@ -166,7 +187,7 @@ class HyperscanMatcher:
                         flags.append(context_flags)
                     else:
                         self._text_context.setdefault(i, []).append(word)
-            if i in self._context_only:
+            if i in self._context_only or i in classed:
                 continue
             if rule.multiline:
                 for kw in rule.keywords:
@@ -203,6 +224,16 @@ class HyperscanMatcher:
                     ends.setdefault(expr_id, []).append(to - lo)
 
             self._db.scan(data, match_event_handler=on_match, scratch=self._scratch)
+        if self._class_db is not None:
+            # A class expression may consume the character after a match (its negative lookahead), so its
+            # end is one past the match's; one before it is inside the match, or at its end.
+            def on_class_match(expr_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+                hits.add(expr_id)
+                if lo < to <= hi + 1:
+                    ends.setdefault(expr_id, []).append(to - lo - 1)
+
+            self._class_db.scan(data.translate(_CLASS_TABLE), match_event_handler=on_class_match,
+                                scratch=self._class_scratch)
         n = self._n
         if self._text_context and not text.isascii():
             present = words_in(text, self._text_words, self._text_words_rx)
@@ -280,6 +311,157 @@ def _position_expression(rule: Rule) -> bytes | None:
         expr = rule.pattern
     if _OPEN_RUN.search(expr):
         # "[^\n]{8,}" or ".*" would report a position for every character of the rest of the line.
+        return None
+    return expr.encode("ascii")
+
+
+def _char_class(c: int) -> int:
+    if 48 <= c <= 57:
+        return 48  # "0"
+    if 65 <= c <= 90:
+        return 65  # "A"
+    if 97 <= c <= 122:
+        return 97  # "a"
+    return c
+
+
+# Digits, upper- and lowercase letters each become one byte; everything else (punctuation, the 0x1a that stands
+# for non-ASCII) stays itself.
+_CLASS_TABLE = bytes(_char_class(c) for c in range(256))
+_ANY = "[\\x00-\\xff]"
+
+
+def _byte_set(items: list[tuple[Any, Any]], ignorecase: bool) -> set[int] | None:
+    """The bytes a character set matches (``[...]``, a literal or ``\\d``), or None when not sure."""
+    chars: set[int] = set()
+    negate = False
+    for op, av in items:
+        if op is _C.NEGATE:
+            negate = True
+        elif op is _C.LITERAL:
+            chars.add(av)
+        elif op is _C.RANGE:
+            chars.update(range(av[0], min(av[1], 255) + 1))
+        elif op is _C.CATEGORY and av is _C.CATEGORY_DIGIT:
+            chars.update(range(48, 58))
+        elif op is _C.CATEGORY and av is _C.CATEGORY_WORD:
+            chars.update((*range(48, 58), *range(65, 91), *range(97, 123), 95))
+        elif op is _C.CATEGORY and av is _C.CATEGORY_SPACE:
+            chars.update(b" \t\n\r\f\v")
+        else:
+            return None
+    if ignorecase:
+        chars |= {c ^ 32 for c in chars if 65 <= c <= 90 or 97 <= c <= 122}
+    if any(c > 127 for c in chars):
+        chars.update(range(128, 256))
+    return set(range(256)) - chars if negate else chars
+
+
+def _class_set(classes: set[int]) -> str:
+    if len(classes) == 1:
+        return f"\\x{next(iter(classes)):02x}"
+    return "[" + "".join(f"\\x{c:02x}" for c in sorted(classes)) + "]"
+
+
+def _single_char(item: Any, ignorecase: bool) -> set[int] | None:
+    ops = list(item)
+    if len(ops) != 1:
+        return None
+    op, av = ops[0]
+    if op is _C.LITERAL:
+        return _byte_set([(op, av)], ignorecase)
+    if op is _C.IN:
+        return _byte_set(av, ignorecase)
+    return None
+
+
+def _banned_chars(item: Any, ignorecase: bool) -> set[int] | None:
+    """The characters a negative lookaround rules out on its own: a single character set, or the union of
+    the single-character branches of an alternation (``(?![\\w]|-[0-9])`` rules out every ``\\w``)."""
+    ops = list(item)
+    if len(ops) == 1 and ops[0][0] is _C.BRANCH:
+        banned: set[int] = set()
+        for branch in ops[0][1][1]:
+            chars = _single_char(branch, ignorecase)
+            if chars is not None:
+                banned |= chars
+        return banned or None
+    return _single_char(item, ignorecase)
+
+
+def _class_form(items: Any, ignorecase: bool, blurred: list[bool], top: bool = False) -> str:
+    """``blurred`` gets an entry for every set that keeps more than one of digit, upper, lower apart."""
+    ops = list(items)
+    out: list[str] = []
+    consumed_behind = False
+    for k, (op, av) in enumerate(ops):
+        if op in (_C.LITERAL, _C.IN, _C.CATEGORY):
+            chars = _byte_set(av if op is _C.IN else [(op, av)], ignorecase)
+            if chars is None:
+                blurred.append(True)
+                out.append(_ANY)
+                continue
+            classes = {_char_class(c) for c in chars}
+            if len(classes & {48, 65, 97}) > 1:
+                blurred.append(True)
+            out.append(_class_set(classes))
+        elif op in (_C.NOT_LITERAL, _C.ANY):
+            blurred.append(True)
+            out.append(_ANY)
+        elif op in (_C.MAX_REPEAT, _C.MIN_REPEAT, _C.POSSESSIVE_REPEAT):
+            lo, hi, item = av
+            out.append(f"(?:{_class_form(item, ignorecase, blurred)}){{{lo},{'' if hi is _C.MAXREPEAT else hi}}}")
+        elif op is _C.SUBPATTERN:
+            _group, add, remove, item = av
+            inner_case = (ignorecase or bool(add & re.IGNORECASE)) and not remove & re.IGNORECASE
+            out.append(f"(?:{_class_form(item, inner_case, blurred)})")
+        elif op is _C.ATOMIC_GROUP:
+            out.append(f"(?:{_class_form(av, ignorecase, blurred)})")
+        elif op is _C.BRANCH:
+            out.append("(?:" + "|".join(_class_form(b, ignorecase, blurred) for b in av[1]) + ")")
+        elif op is _C.ASSERT_NOT and top:
+            # A leading "not after X" becomes "after the start or a character not in X", a trailing
+            # "not before X" becomes "before a character not in X or the end": the character is consumed,
+            # which makes the expression far more selective (a run of digits matches once, not per digit).
+            direction, inner = av
+            banned = _banned_chars(inner, ignorecase)
+            if banned is None:
+                continue
+            allowed = {_char_class(c) for c in range(128) if c not in banned}
+            if direction < 0 and not consumed_behind and all(o in (_C.ASSERT, _C.ASSERT_NOT) for o, _ in ops[:k]):
+                consumed_behind = True
+                out.append(f"(?:\\A|{_class_set(allowed)})")
+            elif direction > 0 and k == len(ops) - 1:
+                out.append(f"(?:{_class_set(allowed)}|\\Z)")
+        elif op in (_C.ASSERT, _C.ASSERT_NOT, _C.AT):
+            continue  # dropping an assertion only lets more through
+        else:
+            raise ValueError(f"no class form for {op}")
+    return "".join(out)
+
+
+def class_expression(pattern: str, *, sharp: bool = False) -> bytes | None:
+    """A pattern for the text mapped through ``_CLASS_TABLE`` that matches wherever ``pattern`` matches the
+    text, ending at the match's end or one character after it; None when there is no such form.
+
+    Digits become ``0`` and letters ``A`` or ``a``, so ``[2-6][0-9]{12,18}`` becomes a run of one literal:
+    Hyperscan finds those with its literal matchers, where the original character classes make it step an
+    automaton over every byte. Lookarounds other than single characters at the edges are dropped and
+    backreferences refuse the conversion, so the result is always a superset. ``sharp``: only when every
+    character set of the pattern falls in one class (digits, or uppercase, or lowercase letters), which is
+    when the class form is selective on its own (``[a-f0-9]{32}`` is not: any long word or number fits).
+    """
+    if not pattern.isascii():
+        return None
+    try:
+        parsed = _parser.parse(pattern, PATTERN_FLAGS)
+        blurred: list[bool] = []
+        expr = _class_form(parsed, bool(parsed.state.flags & re.IGNORECASE), blurred, top=True)
+        if sharp and blurred:
+            return None
+        if re.compile(expr.encode("ascii"), re.DOTALL).fullmatch(b"") is not None:
+            return None  # Hyperscan refuses expressions that match nothing
+    except (ValueError, re.error, RecursionError):
         return None
     return expr.encode("ascii")
 
