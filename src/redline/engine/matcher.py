@@ -15,8 +15,6 @@ import hashlib
 import logging
 import os
 import re
-import re._constants as _C  # type: ignore[import-not-found]
-import re._parser as _parser  # type: ignore[import-not-found]
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -26,6 +24,9 @@ from redline.engine.rules import PATTERN_FLAGS, Rule
 log = logging.getLogger("redline.engine")
 
 BACKEND_ENV = "REDLINE_BACKEND"
+# The regular expression parser is private API; without it, class expressions are simply not used.
+_parser: Any = getattr(re, "_parser", None)
+_C: Any = getattr(re, "_constants", None)
 _SUB = "\x1a"
 
 
@@ -451,7 +452,7 @@ def class_expression(pattern: str, *, sharp: bool = False) -> bytes | None:
     character set of the pattern falls in one class (digits, or uppercase, or lowercase letters), which is
     when the class form is selective on its own (``[a-f0-9]{32}`` is not: any long word or number fits).
     """
-    if not pattern.isascii():
+    if not pattern.isascii() or _parser is None or _C is None:
         return None
     try:
         parsed = _parser.parse(pattern, PATTERN_FLAGS)
