@@ -386,7 +386,7 @@ class Scanner:
         view = TextView(text, decode_json=self.decode_json)
         vtext = view.text
         rules = self.rules
-        found: list[tuple[Rule, int, int, str]] = []
+        found = _Found()
         multi_candidates: set[int] = set()
         line_rule_set = self._line_rules
         margin = self._margin
@@ -471,7 +471,7 @@ class Scanner:
 
     def _extract_windows(
         self, rule: Rule, text: str, base: int, size: int, anchors: list[int], anchor_len: int, width: int,
-        out: list[tuple[Rule, int, int, str]],
+        out: _Found,
     ) -> None:
         """Run the rule's regex only where a match can be: within ``width`` of an anchor (a keyword
         occurrence, or the end of a match's label part).
@@ -494,7 +494,7 @@ class Scanner:
             self._extract(rule, text, base + lo, base + min(size, hi + _LOOKAHEAD), out, stop=base + hi)
 
     def _extract(
-        self, rule: Rule, text: str, a: int, b: int, out: list[tuple[Rule, int, int, str]], stop: int | None = None
+        self, rule: Rule, text: str, a: int, b: int, out: _Found, stop: int | None = None
     ) -> None:
         group = rule.value_group
         for m in rule.regex.finditer(text, a, b):
@@ -507,7 +507,7 @@ class Scanner:
             if not rule.accepts(value):
                 continue
             if rule.extend is not None:
-                ext = self._extend(rule, text, m.start(), m.end())
+                ext = self._extend(rule, text, m.start(), m.end(), out)
                 if ext is None:
                     continue
                 vs, ve = m.start(), ext
@@ -523,13 +523,17 @@ class Scanner:
             out.append((rule, vs, ve, confidence))
 
     @staticmethod
-    def _extend(rule: Rule, text: str, start: int, end: int) -> int | None:
+    def _extend(rule: Rule, text: str, start: int, end: int, found: _Found) -> int | None:
         if rule.extend == "json-container":
             brackets = [p for p in (text.find("[", start, end), text.find("{", start, end)) if p != -1]
             if not brackets:
                 return None
             open_pos = min(brackets)
-            close = _json_container_end(text, open_pos, min(len(text), open_pos + _MAX_TRANSCRIPT_CHARS))
+            # "messages": [ and [{"role": open the same array: its end is found once per scan.
+            close = found.containers.get(open_pos)
+            if close is None:
+                close = _json_container_end(text, open_pos, min(len(text), open_pos + _MAX_TRANSCRIPT_CHARS))
+                found.containers[open_pos] = close
             if close == -1:
                 nl = text.find("\n", end)
                 close = len(text) if nl == -1 else nl
@@ -546,17 +550,21 @@ class Scanner:
         return None
 
     def _finish(self, found: list[tuple[Rule, int, int, str]], view: TextView) -> list[Finding]:
-        """Resolve overlaps first, then build findings (fingerprint, snippet) only for the ones kept."""
+        """Resolve overlaps first, then build findings (raw offsets, fingerprint, snippet) only for the ones kept.
+
+        Overlaps are resolved on the decoded view: mapping to raw offsets keeps order and never merges two
+        characters, so spans overlap in one exactly when they overlap in the other.
+        """
         vtext = view.text
         raw = view.raw
-        candidates: list[_Candidate] = []
-        for rule, vs, ve, confidence in found:
-            rs, re_ = view.span_to_raw(vs, ve)
-            strength = (rule.priority, re_ - rs, CONFIDENCE_RANK[confidence])
-            candidates.append((strength, rs, re_, rule, vs, ve, confidence))
+        candidates: list[_Candidate] = [
+            ((rule.priority, ve - vs, CONFIDENCE_RANK[confidence]), vs, ve, rule, vs, ve, confidence)
+            for rule, vs, ve, confidence in found
+        ]
         allow_possible = self.allow_marker and ALLOW_MARKER in raw
         findings: list[Finding] = []
-        for _, rs, re_, rule, vs, ve, confidence in _resolve_overlaps(candidates):
+        for _, _, _, rule, vs, ve, confidence in _resolve_overlaps(candidates):
+            rs, re_ = view.span_to_raw(vs, ve)
             if allow_possible and ALLOW_MARKER in raw[raw.rfind("\n", 0, rs) + 1:_line_end(raw, rs)]:
                 continue
             value = vtext[vs:ve]
@@ -566,6 +574,16 @@ class Scanner:
             conf: Confidence = confidence  # type: ignore[assignment]
             findings.append(Finding(rule.kind, rule.id, rs, re_, conf, fp, redacted_snippet(value, rule.kind)))
         return findings
+
+
+class _Found(list[tuple[Rule, int, int, str]]):
+    """The matches of one scan, and where the JSON containers met so far end (keyed by opening bracket)."""
+
+    __slots__ = ("containers",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.containers: dict[int, int] = {}
 
 
 def _line_end(text: str, pos: int) -> int:
