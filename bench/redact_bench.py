@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/redact_bench.py [--size-mb 100] [--records 100000]
 
-1. Generates bench/data/redact-100MB.log with redline.synth.write_log (git-ignored; kept between runs) and
-   times `redline redact FILE -o /dev/null` in-process on one core (default policy: chat kept, so chat rules
-   are not run) and with chat summarised (all rules). Also times the redaction step alone on the findings.
+1. Generates bench/data/redact-100MB-quiet.log (realistic low hit density) and redact-100MB.log (an AI
+   gateway's log, a conversation on every fifth line) with redline.synth.write_log (git-ignored; kept between
+   runs) and, for each, times `redline redact FILE -o /dev/null` in-process on one core (default policy: chat
+   kept, so chat rules are not run) and with chat summarised (all rules). Also times the redaction step
+   alone on the findings.
 2. Times RedactingFilter.filter on 200-byte records (p50/p99 µs, single records, no handler I/O), against the
    same loop without the filter, for clean records and records holding a secret.
 """
@@ -108,17 +110,20 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     _pin()
     DATA.mkdir(parents=True, exist_ok=True)
-    path = DATA / f"redact-{args.size_mb}MB.log"
-    if not path.exists():
-        print(f"generating {path} ...", file=sys.stderr)
-        write_log(path, args.size_mb * 1_000_000)
-    print(f"redline redact on {path.name} ({path.stat().st_size / 1e6:.0f} MB), one core")
-    print(f"{'policy':<34}{'end-to-end MB/s':>16}{'detect MB/s':>13}{'redact MB/s':>13}{'findings':>10}")
-    for policy, label in ((Policy.default(), "default (chat kept)"),
-                          (Policy.from_dict({"kinds": {"chat": "summary"}}), "chat summarised")):
-        name, e2e, det, app, n = bench_redact(path, policy, label)
-        print(f"{name:<34}{e2e:>16.1f}{det:>13.1f}{app:>13.1f}{n:>10}")
-    print()
+    # The quiet log is an application log with realistic low hit density (only about one line in 500 carries a
+    # secret, personal data or a conversation); the gateway log has a conversation on every fifth line.
+    for mix, name in (("quiet", f"redact-{args.size_mb}MB-quiet.log"), ("gateway", f"redact-{args.size_mb}MB.log")):
+        path = DATA / name
+        if not path.exists():
+            print(f"generating {path} ...", file=sys.stderr)
+            write_log(path, args.size_mb * 1_000_000, mix=mix)
+        print(f"redline redact on {path.name} ({path.stat().st_size / 1e6:.0f} MB, {mix} mix), one core")
+        print(f"{'policy':<34}{'end-to-end MB/s':>16}{'detect MB/s':>13}{'redact MB/s':>13}{'findings':>10}")
+        for policy, label in ((Policy.default(), "default (chat kept)"),
+                              (Policy.from_dict({"kinds": {"chat": "summary"}}), "chat summarised")):
+            row, e2e, det, app, n = bench_redact(path, policy, label)
+            print(f"{row:<34}{e2e:>16.1f}{det:>13.1f}{app:>13.1f}{n:>10}")
+        print()
     print(f"RedactingFilter overhead per record, {args.records} records, one core")
     print(f"{'record':<40}{'p50 µs':>10}{'p99 µs':>10}")
     for label, p50, p99 in bench_filter(args.records):

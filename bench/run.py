@@ -117,6 +117,11 @@ def ensure_data(big_mb: int, force: bool) -> None:
     if force or not app.exists():
         log(f"generating {app} ({big_mb} MB, general application log mix, hit_rate {BIG_HIT_RATE})")
         synth.write_log(app, big_mb * 1_000_000, seed=BIG_SEED, hit_rate=BIG_HIT_RATE, mix="app")
+    quiet = DATA / f"{big_mb}mb-quiet.log"
+    if force or not quiet.exists():
+        log(f"generating {quiet} ({big_mb} MB, application log, only hit lines carry anything, "
+            f"hit_rate {BIG_HIT_RATE})")
+        synth.write_log(quiet, big_mb * 1_000_000, seed=BIG_SEED, hit_rate=BIG_HIT_RATE, mix="quiet")
     small = DATA / "10mb.log"
     if force or not small.exists() or small.stat().st_mtime < big.stat().st_mtime:
         with open(big, "rb") as fh:
@@ -594,11 +599,13 @@ def main() -> int:
             run, findings = run_tool(tool, target, "big")
             results["speed"][tool.name] = speed_row(run, findings, target)
             if tool.name in ("redline", "kingfisher", "gitleaks"):
-                # The same tools on a general application log: few conversations, few look-alikes.
-                app = DATA / f"{args.size_mb}mb-app.log"
-                log(f"speed: {tool.name} on {app.name}")
-                run, findings = run_tool(tool, app, "app")
-                results["speed"][f"{tool.name} (app)"] = speed_row(run, findings, app)
+                # The same tools on a general application log (one line in 15 carries an LLM body), and on the
+                # same log where only the planted hit lines carry anything.
+                for mix in ("app", "quiet"):
+                    other = DATA / f"{args.size_mb}mb-{mix}.log"
+                    log(f"speed: {tool.name} on {other.name}")
+                    run, findings = run_tool(tool, other, mix)
+                    results["speed"][f"{tool.name} ({mix})"] = speed_row(run, findings, other)
 
     (OUT / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     if accs:

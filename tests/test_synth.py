@@ -310,3 +310,18 @@ def test_bundled_sample_matches_generator() -> None:
     assert len(lines) == synth.SAMPLE_ROWS
     expected = log_stream_rows(synth.SAMPLE_ROWS, seed=synth.SAMPLE_SEED)
     assert [json.loads(x) for x in lines] == expected
+
+
+def test_quiet_mix_carries_conversations_only_on_hit_lines(tmp_path: Path) -> None:
+    from redline.engine import scan_text
+
+    counts = {}
+    for mix in ("app", "quiet"):
+        out = tmp_path / f"{mix}.log"
+        write_log(out, 1_000_000, seed=3, hit_rate=0.002, mix=mix)
+        text = out.read_text(encoding="utf-8")
+        lines = len(text.splitlines())
+        counts[mix] = sum(1 for f in scan_text(text) if f.kind == "chat") / lines
+    # app: about one line in 15 carries an LLM body; quiet: conversations are as rare as the planted hits
+    assert counts["app"] > 0.02
+    assert counts["quiet"] < 0.002

@@ -1130,13 +1130,19 @@ _NEGATIVE_SHARE = 0.15
 # purpose (15 % hard negatives); benchmarks report both.
 _APP_STYLES = (0.34, 0.24, 0.16, 0.06, 0.01, 0.12, 0.07)
 _APP_NEGATIVE_SHARE = 0.03
-MIXES = ("gateway", "app")
+# A service log with realistic low hit density: the application mix, but only the planted hit lines may carry
+# an LLM body, so conversations are as rare as secrets (about one line in 500 carries anything).
+_QUIET_STYLES = (0.34, 0.24, 0.16, 0.0, 0.0, 0.12, 0.07)
+MIXES = ("gateway", "app", "quiet")
 
 
 def _one(g: _Gen, hit: bool, mix: str = "gateway") -> LabelledLine:
     r = g.rng
     styles = [s for s, _ in _STYLES]
-    weights = [w for _, w in _STYLES] if mix == "gateway" else list(_APP_STYLES)
+    if mix == "gateway":
+        weights = [w for _, w in _STYLES]
+    else:
+        weights = list(_QUIET_STYLES if mix == "quiet" and not hit else _APP_STYLES)
     negative_share = _NEGATIVE_SHARE if mix == "gateway" else _APP_NEGATIVE_SHARE
     if not hit and r.random() < negative_share:
         return _render(_negative(g))
@@ -1177,8 +1183,9 @@ def write_log(
 ) -> int:
     """Write a realistic log file of about ``size_bytes`` bytes (UTF-8); return the bytes written.
 
-    ``mix``: ``"gateway"`` (an AI gateway's log: a fifth of the lines carry a conversation, many look-alikes)
-    or ``"app"`` (a general application log with few conversations).
+    ``mix``: ``"gateway"`` (an AI gateway's log: a fifth of the lines carry a conversation, many look-alikes),
+    ``"app"`` (a general application log: about one line in 15 carries an LLM body) or ``"quiet"`` (the same
+    application log where only the ``hit_rate`` lines carry anything, conversations included).
 
     Non-hit lines come from a pool of generated templates whose timestamps are refreshed per line;
     hit lines are generated fresh, so every planted value is distinct.
