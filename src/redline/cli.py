@@ -22,13 +22,14 @@ from redline.engine import RuleError, Scanner
 from redline.engine.finding import CONFIDENCE_RANK, FINGERPRINT_ENV
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
-FRONT_ENDS = (
-    "redline.redact.cli",
-    "redline.gateway.cli",
-    "redline.store.cli",
-    "redline.probe.cli",
-    "redline.reporting.cli",
-)
+# Front-end modules and the subcommands each registers: only the module a command needs is imported.
+FRONT_ENDS: dict[str, tuple[str, ...]] = {
+    "redline.redact.cli": ("redact",),
+    "redline.gateway.cli": ("gateway",),
+    "redline.store.cli": ("keys", "usage", "audit"),
+    "redline.probe.cli": ("probe",),
+    "redline.reporting.cli": ("report",),
+}
 
 
 DEMO_REPORT = "redline-demo-report.html"
@@ -310,7 +311,10 @@ def _add_engine_options(p: argparse.ArgumentParser) -> None:
                    help="matching backend (default: hyperscan when installed)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line. Given the ``command`` about to run, only the front end that provides it is imported
+    (pydantic, Starlette and the like would add a quarter of a second to every ``redline scan``); without
+    one (help, an unknown command), all are."""
     from redline.report import FORMATS
 
     parser = argparse.ArgumentParser(prog="redline", description="Keep secrets and personal data from leaking "
@@ -347,7 +351,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     # Front ends register their own subcommands: each module has `register(subparsers)`.
-    for module in FRONT_ENDS:
+    wanted = [m for m, commands in FRONT_ENDS.items() if command in commands]
+    if not wanted and command not in ("scan", "rules", "demo"):
+        wanted = list(FRONT_ENDS)
+    for module in wanted:
         try:
             mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
@@ -364,7 +371,9 @@ def _fail(message: str) -> NoReturn:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(command)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

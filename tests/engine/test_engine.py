@@ -366,3 +366,21 @@ def test_class_expression_shapes() -> None:
     assert class_expression(r"(a)\1") is None  # backreferences have no class form
     assert class_expression(r"x?") is None  # matches the empty string: Hyperscan refuses it
     assert class_expression("用户") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | st.text(alphabet="aé手😀\n \udcff", max_size=120).map(
+    lambda t: t.encode("utf-8", "surrogateescape")), st.integers(1, 40), st.sampled_from([1, 3, 64]))
+def test_byte_chunks_decode_as_the_whole(data: bytes, size: int, max_line: int) -> None:
+    """Chunks cut in the bytes (at newlines, or before a character's first byte) decode exactly as the whole."""
+    import redline.engine.scanner as scanner_module
+    from redline.engine.scanner import iter_text_chunks
+
+    saved = scanner_module.MAX_LINE_CHARS
+    scanner_module.MAX_LINE_CHARS = max_line
+    try:
+        chunks = list(iter_text_chunks(io.BytesIO(data), size))
+    finally:
+        scanner_module.MAX_LINE_CHARS = saved
+    assert "".join(chunks) == data.decode("utf-8", "surrogateescape")
+    assert all(c for c in chunks)

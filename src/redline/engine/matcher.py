@@ -19,13 +19,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from redline.engine.rules import PATTERN_FLAGS, Rule
+from redline.engine.rules import Rule, parse_pattern
 
 log = logging.getLogger("redline.engine")
 
 BACKEND_ENV = "REDLINE_BACKEND"
 # The regular expression parser is private API; without it, class expressions are simply not used.
-_parser: Any = getattr(re, "_parser", None)
 _C: Any = getattr(re, "_constants", None)
 _SUB = "\x1a"
 
@@ -452,10 +451,10 @@ def class_expression(pattern: str, *, sharp: bool = False) -> bytes | None:
     character set of the pattern falls in one class (digits, or uppercase, or lowercase letters), which is
     when the class form is selective on its own (``[a-f0-9]{32}`` is not: any long word or number fits).
     """
-    if not pattern.isascii() or _parser is None or _C is None:
+    parsed = parse_pattern(pattern) if pattern.isascii() and _C is not None else None
+    if parsed is None:
         return None
     try:
-        parsed = _parser.parse(pattern, PATTERN_FLAGS)
         blurred: list[bool] = []
         expr = _class_form(parsed, bool(parsed.state.flags & re.IGNORECASE), blurred, top=True)
         if sharp and blurred:

@@ -15,6 +15,19 @@ from redline.engine.finding import CONFIDENCES, KINDS, Confidence, Kind
 from redline.engine.validators import Validator, get_validator, not_placeholder
 
 PATTERN_FLAGS = re.ASCII | re.MULTILINE
+
+
+@functools.lru_cache(maxsize=4096)
+def parse_pattern(pattern: str) -> Any:
+    """The syntax tree of a rule pattern (the ``re`` module's private parser), shared by everything that
+    derives facts from patterns (literal prefix, width, Hyperscan forms); None when it cannot be had."""
+    parser = getattr(re, "_parser", None)
+    if parser is None:
+        return None
+    try:
+        return parser.parse(pattern, PATTERN_FLAGS)
+    except Exception:
+        return None
 EXTENDS = ("json-container", "transcript")
 
 
@@ -111,16 +124,26 @@ _FIELDS = {
 _ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*\Z")
 
 
-def _line_of(source_text: str, rule_id: str | None, index: int) -> int:
-    """Best-effort line number of a rule inside its file (tomllib keeps none for semantic errors)."""
-    if rule_id:
-        m = re.search(r'^\s*id\s*=\s*["\']' + re.escape(rule_id) + r'["\']', source_text, re.MULTILINE)
-        if m:
-            return source_text.count("\n", 0, m.start()) + 1
-    starts = [m.start() for m in re.finditer(r"^\s*\[\[rules\]\]", source_text, re.MULTILINE)]
-    if index < len(starts):
-        return source_text.count("\n", 0, starts[index]) + 1
-    return 1
+_ID_LINE = re.compile(r"""^[ \t]*id[ \t]*=[ \t]*["']([^"'\n]*)["']""", re.MULTILINE)
+_RULES_LINE = re.compile(r"^[ \t]*\[\[rules\]\]", re.MULTILINE)
+
+
+class _Lines:
+    """Best-effort line numbers of the rules inside one file (tomllib keeps none for semantic errors), found in
+    one pass over the file."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.ids: dict[str, int] = {}
+        for m in _ID_LINE.finditer(text):
+            self.ids.setdefault(m.group(1), m.start())
+        self.starts = [m.start() for m in _RULES_LINE.finditer(text)]
+
+    def of(self, rule_id: str | None, index: int) -> int:
+        pos = self.ids.get(rule_id) if rule_id else None
+        if pos is None:
+            pos = self.starts[index] if index < len(self.starts) else 0
+        return self.text.count("\n", 0, pos) + 1
 
 
 def _str_list(raw: Any, what: str) -> tuple[str, ...]:
@@ -225,9 +248,10 @@ def parse_rules(text: str, source: str) -> list[Rule]:
     if not isinstance(entries, list) or not entries:
         raise RuleError(f"{source}:1: no [[rules]] entries")
     rules = []
+    lines = _Lines(text)
     for i, raw in enumerate(entries):
         rid = raw.get("id") if isinstance(raw, dict) else None
-        line = _line_of(text, rid if isinstance(rid, str) else None, i)
+        line = lines.of(rid if isinstance(rid, str) else None, i)
         try:
             rules.append(_parse_rule(raw, f"{source}:{line}"))
         except ValueError as exc:

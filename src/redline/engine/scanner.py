@@ -7,7 +7,6 @@ context words, extended for chat transcripts, then overlapping findings are reso
 
 from __future__ import annotations
 
-import codecs
 import json
 import re
 from bisect import bisect_left, insort
@@ -17,7 +16,7 @@ from typing import IO
 
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
 from redline.engine.matcher import Matcher, ascii_bytes, make_matcher, word_pattern, words_in
-from redline.engine.rules import PATTERN_FLAGS, Rule, RuleError, builtin_rules, check_unique, load_rule_paths
+from redline.engine.rules import Rule, RuleError, builtin_rules, check_unique, load_rule_paths, parse_pattern
 from redline.engine.textview import TextView
 
 BLOCK_CHARS = 16 * 1024
@@ -135,38 +134,35 @@ def _near_lines(
     return out
 
 
-def _starts_with_literal(pattern: str) -> bool:
-    """Whether a match must begin with a fixed string of at least three characters (case-sensitive)."""
-    try:
-        parsed = re._parser.parse(pattern, PATTERN_FLAGS)  # type: ignore[attr-defined]
-    except Exception:
-        return False
-    if parsed.state.flags & re.IGNORECASE:
-        return False
+def _literal_prefix(pattern: str) -> str | None:
+    """The fixed string every match begins with, if at least three characters long (case-sensitive)."""
+    parsed = parse_pattern(pattern)
+    if parsed is None or parsed.state.flags & re.IGNORECASE:
+        return None
     ops = parsed.data
     literal = re._constants.LITERAL  # type: ignore[attr-defined]
     subpattern = re._constants.SUBPATTERN  # type: ignore[attr-defined]
     while ops and ops[0][0] is subpattern:
         _group, add_flags, _del_flags, inner = ops[0][1]
         if add_flags & re.IGNORECASE:
-            return False
+            return None
         ops = inner.data
-    count = 0
-    for op, _ in ops:
+    chars: list[str] = []
+    for op, av in ops:
         if op is not literal:
             break
-        count += 1
-    return count >= 3
+        chars.append(chr(av))
+    return "".join(chars) if len(chars) >= 3 else None
 
 
 def _match_width(rule: Rule) -> int | None:
     """The longest text a rule's pattern can match, if at most _WINDOW_MAX; else None."""
     if rule.multiline or rule.extend is not None:
         return None
-    try:
-        _, hi = re._parser.parse(rule.pattern, PATTERN_FLAGS).getwidth()  # type: ignore[attr-defined]
-    except Exception:  # private API: without it, rules simply run on whole lines
+    parsed = parse_pattern(rule.pattern)
+    if parsed is None:  # private API: without it, rules simply run on whole lines
         return None
+    _, hi = parsed.getwidth()
     return int(hi) if hi <= _WINDOW_MAX else None
 
 
@@ -358,9 +354,11 @@ class Scanner:
         # Longest possible match of each rule, when short enough: its regex then runs only in windows around
         # the keyword occurrences or match positions instead of over whole (possibly very long) lines.
         self._width = [_match_width(r) for r in self.rules]
-        # Rules whose regex starts with a literal: Python's engine jumps from one occurrence of it to the next,
-        # so running it over the whole block is cheaper than cutting the block into lines or windows first.
-        self._literal_first = [not r.multiline and _starts_with_literal(r.regex.pattern) for r in self.rules]
+        # Rules whose regex starts with a literal: running them over the whole block from the literal's first
+        # occurrence (found by str.find, much faster than the regex engine's own prefix search) is cheaper
+        # than cutting the block into lines or windows first.
+        self._prefix = [_literal_prefix(r.regex.pattern) for r in self.rules]
+        self._literal_first = [not r.multiline and p is not None for r, p in zip(self.rules, self._prefix, strict=True)]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -394,6 +392,7 @@ class Scanner:
         context_lines = self._context_lines
         widths = self._width
         literal_first = self._literal_first
+        prefix = self._prefix
         matcher = self.matcher
         for a, b in iter_blocks(vtext):
             lo = max(0, a - margin)
@@ -413,7 +412,9 @@ class Scanner:
             words: _Words | None = None
             for i in line_cands:
                 if literal_first[i]:
-                    self._extract(rules[i], vtext, a, b, found)
+                    start = vtext.find(prefix[i], a, b)  # type: ignore[arg-type]
+                    if start != -1:
+                        self._extract(rules[i], vtext, start, b, found)
                     continue
                 width = widths[i]
                 if i in ends:
@@ -448,7 +449,9 @@ class Scanner:
                 for ls, le in _keyword_lines(words, kws[0], kws[1]):
                     self._extract(rules[i], vtext, a + ls, a + le, found)
         for i in sorted(multi_candidates):
-            self._extract(rules[i], vtext, 0, len(vtext), found)
+            start = vtext.find(prefix[i]) if prefix[i] is not None else 0  # type: ignore[arg-type]
+            if start != -1:
+                self._extract(rules[i], vtext, start, len(vtext), found)
         return self._finish(found, view) if found else []
 
     def scan_bytes(self, data: bytes) -> list[Finding]:
@@ -503,6 +506,17 @@ class Scanner:
             vs, ve = m.span(group)
             if vs < 0 or vs == ve:
                 continue
+            confidence = rule.confidence
+            ctx = rule.context_regex
+            if ctx is not None and rule.extend is None:
+                # Before the validators: a context word is found by one small search, a validator such as
+                # phone number parsing costs far more, and a required word missing ends it either way.
+                w = rule.context_window
+                if not (_context_near(ctx, text, max(0, vs - w), vs) or _context_near(ctx, text, ve, ve + w)):
+                    if rule.confidence_without_context is None:
+                        continue
+                    confidence = rule.confidence_without_context
+                ctx = None
             value = text[vs:ve]
             if not rule.accepts(value):
                 continue
@@ -511,9 +525,6 @@ class Scanner:
                 if ext is None:
                     continue
                 vs, ve = m.start(), ext
-                value = text[vs:ve]
-            confidence = rule.confidence
-            ctx = rule.context_regex
             if ctx is not None:
                 w = rule.context_window
                 if not (_context_near(ctx, text, max(0, vs - w), vs) or _context_near(ctx, text, ve, ve + w)):
@@ -561,11 +572,13 @@ class Scanner:
             ((rule.priority, ve - vs, CONFIDENCE_RANK[confidence]), vs, ve, rule, vs, ve, confidence)
             for rule, vs, ve, confidence in found
         ]
-        allow_possible = self.allow_marker and ALLOW_MARKER in raw
+        # The marker is looked for on the lines of kept findings only: searching the whole text would cost
+        # more than everything else in a quiet chunk.
+        allow_marker = self.allow_marker
         findings: list[Finding] = []
         for _, _, _, rule, vs, ve, confidence in _resolve_overlaps(candidates):
             rs, re_ = view.span_to_raw(vs, ve)
-            if allow_possible and ALLOW_MARKER in raw[raw.rfind("\n", 0, rs) + 1:_line_end(raw, rs)]:
+            if allow_marker and raw.find(ALLOW_MARKER, raw.rfind("\n", 0, rs) + 1, _line_end(raw, rs)) != -1:
                 continue
             value = vtext[vs:ve]
             fp = self.fingerprint(value)
@@ -617,14 +630,15 @@ def _resolve_overlaps(items: list[_Candidate]) -> list[_Candidate]:
 
 def iter_text_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[str]:
     """Yield text chunks that end at a newline (except the last), each about ``chunk_chars`` long."""
+    first = stream.read(chunk_chars)
+    if isinstance(first, bytes):
+        yield from _byte_chunks(stream, first, chunk_chars)  # type: ignore[arg-type]
+        return
     pending = ""
-    decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-    while True:
-        data = stream.read(chunk_chars)
-        if not data:
-            break
-        piece = decoder.decode(data) if isinstance(data, bytes) else data
-        pending += piece
+    data: str = first
+    while data:
+        pending += data
+        data = stream.read(chunk_chars)  # type: ignore[assignment]
         cut = pending.rfind("\n")
         if cut == -1:
             if len(pending) < MAX_LINE_CHARS * 4:
@@ -632,9 +646,33 @@ def iter_text_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUN
             cut = len(pending) - 1
         yield pending[: cut + 1]
         pending = pending[cut + 1:]
-    pending += decoder.decode(b"", final=True)
     if pending:
         yield pending
+
+
+def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[str]:
+    """Cut at newlines in the bytes, then decode each piece once: a newline byte never sits inside a UTF-8
+    sequence, so the pieces decode exactly as the whole would, without copying text around."""
+    tail = b""
+    while data:
+        buf = tail + data if tail else data
+        cut = buf.rfind(b"\n")
+        if cut == -1:
+            if len(buf) < MAX_LINE_CHARS * 4:
+                tail = buf
+                data = stream.read(chunk_bytes)
+                continue
+            # No newline for a long stretch: cut before the last character's first byte (a UTF-8 sequence has
+            # at most three continuation bytes), so that no character is split between two chunks.
+            start = len(buf) - 1
+            while start > len(buf) - 4 and buf[start] & 0xC0 == 0x80:
+                start -= 1
+            cut = start - 1 if start > 0 else len(buf) - 1
+        yield str(memoryview(buf)[: cut + 1], "utf-8", "surrogateescape")
+        tail = buf[cut + 1:]
+        data = stream.read(chunk_bytes)
+    if tail:
+        yield tail.decode("utf-8", "surrogateescape")
 
 
 _DEFAULT: Scanner | None = None
