@@ -10,13 +10,13 @@ import fnmatch
 import io
 import os
 import sys
-from bisect import bisect_right
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
 from redline.engine import Finding, Scanner, iter_text_chunks
+from redline.engine.scanner import STREAM_CHUNK_CHARS
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -132,24 +132,23 @@ def _looks_binary(stream: BinaryIO) -> bool:
 
 
 class _LineIndex:
-    """Maps offsets in a chunk to (line, column) lazily: most chunks have no findings."""
+    """Maps offsets in a chunk to (line, column). Findings come in text order, so newlines are counted from
+    the previous offset asked about (in C), not indexed for the whole chunk."""
 
     def __init__(self, text: str, first_line: int) -> None:
         self.text = text
+        self._pos = 0
+        self._line = first_line
         self.first_line = first_line
-        self._starts: list[int] | None = None
 
     def locate(self, offset: int) -> tuple[int, int]:
-        if self._starts is None:
-            starts = [0]
-            find = self.text.find
-            i = find("\n")
-            while i != -1:
-                starts.append(i + 1)
-                i = find("\n", i + 1)
-            self._starts = starts
-        idx = bisect_right(self._starts, offset) - 1
-        return self.first_line + idx, offset - self._starts[idx]
+        text = self.text
+        if offset >= self._pos:
+            self._line += text.count("\n", self._pos, offset)
+        else:  # a finding inside a chat span, or the start after the previous end
+            self._line -= text.count("\n", offset, self._pos)
+        self._pos = offset
+        return self._line, offset - (text.rfind("\n", 0, offset) + 1)
 
 
 def finding_record(
@@ -227,7 +226,10 @@ def scan_file(
         if _looks_binary(stream):
             result.skipped = "binary"
             return result
-        reader = _SafeReader(stream)
+        # Plain files are read in whole chunks; decompressors in small pieces, so that a damaged tail costs
+        # only the piece it is in.
+        plain = isinstance(stream, io.BufferedReader)
+        reader = _SafeReader(stream, piece=STREAM_CHUNK_CHARS if plain else 256 * 1024)
         for rec in scan_stream_records(scanner, reader, path, reveal=reveal, on_chunk=progress):  # type: ignore[arg-type]
             if sink is not None:
                 sink(rec)
