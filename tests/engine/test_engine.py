@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from redline.engine import Rule, RuleError, Scanner
 from redline.engine.finding import Fingerprinter, redacted_snippet
 from redline.engine.rules import parse_rules
-from redline.engine.scanner import iter_blocks
 from redline.engine.textview import TextView
 from redline.engine.validators import card, crc32_base62, get_validator, jwt, not_placeholder, not_word
 
@@ -168,12 +167,20 @@ def test_stream_matches_text_scan(rules: list[Rule]) -> None:
     assert whole == streamed and len(whole) == 72
 
 
-def test_blocks_cover_text_and_end_at_newlines() -> None:
-    text = ("x" * 50 + "\n") * 2000 + "y" * 3_000_000
-    blocks = list(iter_blocks(text, 4096))
-    assert blocks[0][0] == 0 and blocks[-1][1] == len(text)
-    assert all(a2 == b1 for (_, b1), (a2, _) in pairwise(blocks))
-    assert all(text[b - 1] == "\n" for _, b in blocks[:-3])
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="ab\n", max_size=200), st.lists(st.integers(0, 220), max_size=8), st.integers(0, 30))
+def test_lines_near_anchors_cover_whole_lines(text: str, anchors: list[int], slack: int) -> None:
+    from redline.engine.scanner import _lines_near
+
+    anchors = [a for a in anchors if a <= len(text)]
+    ranges = _lines_near(text, anchors, slack)
+    assert all(b1 < a2 for (_, b1), (a2, _) in pairwise(ranges))  # sorted, merged, disjoint
+    for a, b in ranges:
+        assert a == 0 or text[a - 1] == "\n"
+        assert b == len(text) or text[b - 1] == "\n"
+    for p in anchors:
+        for c in range(max(0, p - slack), min(len(text), max(p + slack, p + 1))):
+            assert any(a <= c < b for a, b in ranges), (p, c)
 
 
 def test_backends_are_identical_on_a_mixed_corpus(all_rules: list[Rule]) -> None:
@@ -303,15 +310,6 @@ def test_fast_regex_finds_exactly_what_the_pattern_finds(all_rules: list[Rule]) 
             assert [m.groupdict() for m in plain.finditer(text)] == [m.groupdict() for m in rule.regex.finditer(text)]
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.text(alphabet="手机号用户问答电话ab\n", max_size=60))
-def test_words_in_finds_every_word_even_overlapping(text: str) -> None:
-    from redline.engine.matcher import word_pattern, words_in
-
-    words, rx = word_pattern(["手机", "手机号", "机号", "用户", "户问", "问", "电话"])
-    assert words_in(text, words, rx) == {w for w in words if w in text}
-
-
 _CLASS_FORMS: list[tuple[Rule, re.Pattern[bytes]]] = []
 
 
@@ -384,3 +382,18 @@ def test_byte_chunks_decode_as_the_whole(data: bytes, size: int, max_line: int) 
         scanner_module.MAX_LINE_CHARS = saved
     assert "".join(chunks) == data.decode("utf-8", "surrogateescape")
     assert all(c for c in chunks)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="手机号用户问答电话ab\n", max_size=60))
+def test_non_ascii_words_are_found_everywhere_even_overlapping(text: str) -> None:
+    import re as _re
+
+    from redline.engine.matcher import _non_ascii_words, ascii_bytes
+
+    words = sorted(["手机", "手机号", "机号", "用户", "户问", "问", "电话"], key=len, reverse=True)
+    rx = _re.compile("|".join(words))
+    prefixes = {w: [v for v in words if w.startswith(v)] for w in words}
+    found = _non_ascii_words(text, ascii_bytes(text), rx, prefixes)
+    for w in words:
+        assert sorted(found.get(w, [])) == [m.start() for m in _re.finditer(f"(?={w})", text)], w

@@ -15,11 +15,12 @@ import hashlib
 import logging
 import os
 import re
+from bisect import bisect_left
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from redline.engine.rules import Rule, parse_pattern
+from redline.engine.rules import Rule, match_width, parse_pattern
 
 log = logging.getLogger("redline.engine")
 
@@ -61,45 +62,21 @@ def _context_expression(word: str) -> bytes:
     return f"(?:(?:\\b|_){body}|{camel})(?:[^a-z]|\\z)".encode("ascii")
 
 
-def words_in(text: str, words: tuple[str, ...], rx: re.Pattern[str] | None) -> frozenset[str]:
-    """Which of ``words`` occur in ``text``; ``rx`` is their alternation, longest first (see word_pattern).
+class Located(NamedTuple):
+    """Where rules may match in a text: every match of rule ``i`` lies within ``width + slack[i]`` characters
+    of one of ``anchors[i]`` (on the same line, for rules without a bounded width); rules in ``whole`` run
+    over the whole text."""
 
-    Every position where some word starts yields the longest word there, and the shorter words starting there
-    are its prefixes; stepping one character past each start catches overlapping words.
-    """
-    if rx is None:
-        return frozenset()
-    found: set[str] = set()
-    m = rx.search(text)
-    while m is not None:
-        found.add(m.group())
-        m = rx.search(text, m.start() + 1)
-    if not found:
-        return frozenset()
-    return frozenset(w for w in words if any(f.startswith(w) for f in found))
-
-
-def word_pattern(words: Sequence[str]) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
-    ordered = tuple(sorted(set(words), key=len, reverse=True))
-    return ordered, (re.compile("|".join(map(re.escape, ordered))) if ordered else None)
+    anchors: dict[int, list[int]]
+    slack: dict[int, int]
+    whole: set[int]
 
 
 class Matcher(Protocol):
     name: str
 
-    def scan(self, text: str, data: bytes, lo: int, hi: int) -> tuple[set[int], dict[int, list[int]]]:
-        """Which rules may match in the block ``text[lo:hi]``, and where.
-
-        ``text`` is the block widened on both sides by the largest context window (so a context word just
-        outside the block still counts), ``data`` the same as :func:`ascii_bytes`. Returns the indices of
-        line rules that may match in the block (and of multiline rules whose keywords occur), and for the
-        rules listed in ``locatable``, end offsets (relative to ``lo``) such that every real match's line
-        holds one of them.
-        """
-        ...
-
-    @property
-    def locatable(self) -> frozenset[int]:
+    def locate(self, text: str, data: bytes) -> Located:
+        """Where rules may match in ``text`` (``data`` is the same as :func:`ascii_bytes`)."""
         ...
 
 
@@ -108,32 +85,113 @@ def needs_context(rule: Rule) -> bool:
 
 
 class ReMatcher:
-    """Pure-Python candidate selection: a rule is a candidate wherever one of its keywords occurs."""
+    """Pure-Python candidate selection: every match holds one of its rule's keywords, so keyword occurrences
+    are the anchors; a rule that needs context words runs only where the text holds one."""
 
     name = "re"
-    locatable: frozenset[int] = frozenset()
 
     def __init__(self, rules: Sequence[Rule]) -> None:
-        self._gates = [
-            (i, tuple(k.lower() for k in r.keywords), r.context if needs_context(r) else ())
-            for i, r in enumerate(rules)
-        ]
+        self._rules = rules
+        self._context = {i: _split_words(r.context) for i, r in enumerate(rules) if needs_context(r)}
+        self._keywords = {i: _split_words(tuple(k.lower() for k in r.keywords)) for i, r in enumerate(rules)
+                          if r.keywords and all(k.isascii() or k.lower() == k.upper() for k in r.keywords)}
 
-    def scan(self, text: str, data: bytes, lo: int, hi: int) -> tuple[set[int], dict[int, list[int]]]:
-        low = text.lower()
-        cands = {
-            i for i, kws, ctx in self._gates
-            if (not kws or any(k in low for k in kws)) and (not ctx or any(w in low for w in ctx))
-        }
-        return cands, {}
+    def locate(self, text: str, data: bytes) -> Located:
+        low = data.lower()
+        found: dict[bytes | str, list[int]] = {}
+
+        def at(word: bytes | str) -> list[int]:
+            hit = found.get(word)
+            if hit is None:
+                hit = found[word] = _occurrences(low if isinstance(word, bytes) else text, word)
+            return hit
+
+        located = Located({}, {}, set())
+        for i, rule in enumerate(self._rules):
+            ctx = self._context.get(i)
+            if ctx is not None and not any(at(w) for group in ctx for w in group):
+                continue
+            kws = self._keywords.get(i)
+            if rule.multiline:
+                if kws is None or any(at(w) for group in kws for w in group):
+                    located.whole.add(i)
+                continue
+            if kws is not None:
+                anchors = [p for group in kws for w in group for p in at(w)]
+                if anchors:
+                    located.anchors[i] = anchors
+                    located.slack[i] = max(len(w) for group in kws for w in group)
+            elif rule.keywords:
+                located.whole.add(i)  # a keyword with case outside ASCII: no byte view of it
+            elif ctx is not None:
+                located.anchors[i] = [p for group in ctx for w in group for p in at(w)]
+                located.slack[i] = rule.context_window + max(len(w) for group in ctx for w in group)
+            else:
+                located.whole.add(i)
+        return located
+
+
+def _non_ascii_words(
+    text: str, data: bytes, rx: re.Pattern[str], prefixes: dict[str, list[str]]
+) -> dict[str, list[int]]:
+    """Start offsets of each non-ASCII word, overlapping ones included: ``rx`` is their alternation, longest
+    first, so where it finds a word the shorter words starting there are its ``prefixes``. Only the lines
+    that hold a non-ASCII character (a 0x1a in ``data``) are searched: in long text with wide characters,
+    any search over everything costs more than the rest of the scan."""
+    out: dict[str, list[int]] = {}
+    n = len(data)
+    find, rfind = data.find, data.rfind
+    pos = find(b"\x1a")
+    while pos != -1:
+        ls = rfind(b"\n", 0, pos) + 1
+        le = find(b"\n", pos)
+        le = n if le == -1 else le
+        m = rx.search(text, ls, le)
+        while m is not None:
+            for word in prefixes[m.group()]:
+                out.setdefault(word, []).append(m.start())
+            m = rx.search(text, m.start() + 1, le)
+        pos = find(b"\x1a", le)
+    return out
+
+
+def _near(positions: list[int], others: list[int], reach: int) -> list[int]:
+    """The positions within ``reach`` of one of ``others``."""
+    others = sorted(others)
+    last = len(others) - 1
+    out = []
+    for p in positions:
+        k = bisect_left(others, p - reach)
+        if k <= last and others[k] <= p + reach:
+            out.append(p)
+    return out
+
+
+def _split_words(words: Sequence[str]) -> tuple[tuple[bytes, ...], tuple[str, ...]]:
+    """ASCII words as lowercase bytes (searched in the lowercased byte view), others as text."""
+    return (tuple({w.lower().encode("ascii") for w in words if w.isascii()}),
+            tuple(w for w in words if not w.isascii()))
+
+
+def _occurrences(hay: bytes | str, word: bytes | str) -> list[int]:
+    out: list[int] = []
+    find = hay.find
+    pos = find(word)  # type: ignore[arg-type]
+    while pos != -1:
+        out.append(pos)
+        pos = find(word, pos + 1)  # type: ignore[arg-type]
+    return out
 
 
 class HyperscanMatcher:
-    """One Hyperscan database per rule set, scanned once per block.
+    """Two Hyperscan databases per rule set, each scanned once over the whole text.
 
-    Expression ids: ``i`` for rule ``i``'s pattern (SINGLEMATCH: only "somewhere in this block" matters) or,
-    for a locatable rule, its label part without SINGLEMATCH (every end offset is a position); ``n + i`` for
-    rule ``i``'s context words; multiline rules are represented by their keywords.
+    Expression ids: ``i`` for rule ``i``'s pattern, or the label part of it (see ``_position_expression``),
+    or its class form (second database, see ``class_expression``); every end offset Hyperscan reports is an
+    anchor, and every real match ends at one of them. ``n + i`` for rule ``i``'s context words: reported
+    once when they only gate the rule, at every occurrence when they are the rule's anchors (bare values such
+    as 32 hex digits, whose own pattern would slow the scan down most). Multiline rules are represented by
+    their keywords and run over the whole text when one occurs.
     """
 
     name = "hyperscan"
@@ -143,10 +201,8 @@ class HyperscanMatcher:
 
         self._hs = hs
         n = self._n = len(rules)
-        pattern_flags = hs.HS_FLAG_PREFILTER | hs.HS_FLAG_SINGLEMATCH | hs.HS_FLAG_MULTILINE
         position_flags = hs.HS_FLAG_PREFILTER | hs.HS_FLAG_MULTILINE
         literal_flags = hs.HS_FLAG_CASELESS | hs.HS_FLAG_SINGLEMATCH
-        context_flags = hs.HS_FLAG_SINGLEMATCH
         exprs: list[bytes] = []
         ids: list[int] = []
         flags: list[int] = []
@@ -158,7 +214,6 @@ class HyperscanMatcher:
         # Non-ASCII context words: Hyperscan sees such characters as one stand-in byte each, so they are
         # looked for in the text itself.
         self._text_context: dict[int, list[str]] = {}
-        located: set[int] = set()
         # Bare-value rules (no keywords: card numbers, national ids) go to a second database that scans the
         # text mapped to character classes, where their patterns become runs of literals (see class_expression).
         classed = {
@@ -177,14 +232,27 @@ class HyperscanMatcher:
                 classed = {}
         self._classed = frozenset(classed)
         self._context_only -= self._classed
-        located |= self._classed
+        self._multiline = frozenset(i for i, r in enumerate(rules) if r.multiline)
+        # A context word ends at most context_window characters (plus its own length, plus the character its
+        # expression consumes) away from the match.
+        self._context_slack = {
+            i: rules[i].context_window + max(len(w) for w in rules[i].context) + 1 for i in self._context_only
+        }
+        # A rule located by its own pattern that needs a context word: an anchor (the match's end, or one past
+        # it) lies within this distance of a context word's end, else the match cannot have the word near it.
+        self._context_reach = {
+            i: width + rules[i].context_window + max(len(w) for w in rules[i].context) + 2
+            for i in self._needs_context - self._context_only
+            if (width := match_width(rules[i])) is not None
+        }
         for i, rule in enumerate(rules):
             if i in self._needs_context:
                 for word in rule.context:
                     if word.isascii():
                         exprs.append(_context_expression(word))
                         ids.append(n + i)
-                        flags.append(context_flags)
+                        flags.append(0 if i in self._context_only or i in self._context_reach
+                                     else hs.HS_FLAG_SINGLEMATCH)
                     else:
                         self._text_context.setdefault(i, []).append(word)
             if i in self._context_only or i in classed:
@@ -196,55 +264,61 @@ class HyperscanMatcher:
                     flags.append(literal_flags)
                 continue
             position = _position_expression(rule)
-            if position is not None:
-                exprs.append(position)
-                flags.append(position_flags)
-                located.add(i)
-            else:
-                exprs.append(asciify_pattern(rule.pattern).encode("ascii"))
-                flags.append(pattern_flags)
+            exprs.append(position if position is not None else asciify_pattern(rule.pattern).encode("ascii"))
+            flags.append(position_flags)
             ids.append(i)
-        self._text_words, self._text_words_rx = word_pattern([w for ws in self._text_context.values() for w in ws])
+        text_words = sorted({w for ws in self._text_context.values() for w in ws}, key=len, reverse=True)
+        self._text_rx = re.compile("|".join(map(re.escape, text_words))) if text_words else re.compile("(?!)")
+        self._text_prefixes = {w: [v for v in text_words if w.startswith(v)] for w in text_words}
         self._db: Any = None
         if exprs:
             self._db = self._load_or_compile(exprs, ids, flags, rules)
             self._scratch = hs.Scratch(self._db)
-        self.locatable: frozenset[int] = frozenset(located - self._always)
 
-    def scan(self, text: str, data: bytes, lo: int, hi: int) -> tuple[set[int], dict[int, list[int]]]:
-        hits = set(self._always)
+    def locate(self, text: str, data: bytes) -> Located:
+        n = self._n
         ends: dict[int, list[int]] = {}
+
+        def on_match(expr_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
+            hit = ends.get(expr_id)
+            if hit is None:
+                ends[expr_id] = [to]
+            else:
+                hit.append(to)
+
         if self._db is not None:
-            locatable = self.locatable
-            n = self._n
-
-            def on_match(expr_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-                hits.add(expr_id)
-                if expr_id < n and expr_id in locatable and lo < to <= hi:
-                    ends.setdefault(expr_id, []).append(to - lo)
-
             self._db.scan(data, match_event_handler=on_match, scratch=self._scratch)
         if self._class_db is not None:
             # A class expression may consume the character after a match (its negative lookahead), so its
-            # end is one past the match's; one before it is inside the match, or at its end.
-            def on_class_match(expr_id: int, _from: int, to: int, _flags: int, _ctx: object) -> None:
-                hits.add(expr_id)
-                if lo < to <= hi + 1:
-                    ends.setdefault(expr_id, []).append(to - lo - 1)
-
-            self._class_db.scan(data.translate(_CLASS_TABLE), match_event_handler=on_class_match,
+            # ends are the match's end or one past it: slack 1 covers both.
+            self._class_db.scan(data.translate(_CLASS_TABLE), match_event_handler=on_match,
                                 scratch=self._class_scratch)
-        n = self._n
         if self._text_context and not text.isascii():
-            present = words_in(text, self._text_words, self._text_words_rx)
-            if present:
-                hits.update(n + i for i, words in self._text_context.items() if not present.isdisjoint(words))
-        ctx = self._needs_context
-        out = {i for i in hits if i < n and (i not in ctx or n + i in hits)}
-        out.update(i - n for i in hits if i - n in self._context_only)
-        for i in out & self.locatable:
-            ends.setdefault(i, [])
-        return out, ends
+            at = _non_ascii_words(text, data, self._text_rx, self._text_prefixes)
+            for i, words in self._text_context.items():
+                hits = [p + len(w) for w in words for p in at.get(w, ())]
+                if hits:
+                    ends.setdefault(n + i, []).extend(hits)
+        located = Located({}, {}, set(self._always))
+        needs_context, multiline, reach = self._needs_context, self._multiline, self._context_reach
+        for i, positions in ends.items():
+            if i >= n or (i in needs_context and n + i not in ends):
+                continue
+            if i in multiline:
+                located.whole.add(i)
+                continue
+            if i in reach:
+                positions = _near(positions, ends[n + i], reach[i])
+                if not positions:
+                    continue
+            located.anchors[i] = positions
+            located.slack[i] = 1
+        for i, slack in self._context_slack.items():
+            words_at = ends.get(n + i)
+            if words_at:
+                located.anchors[i] = words_at
+                located.slack[i] = slack
+        return located
 
     def _load_or_compile(
         self, exprs: list[bytes], ids: list[int], flags: list[int], rules: Sequence[Rule]

@@ -31,6 +31,21 @@ def parse_pattern(pattern: str) -> Any:
 EXTENDS = ("json-container", "transcript")
 
 
+WINDOW_MAX = 1024
+
+
+def match_width(rule: Rule) -> int | None:
+    """The longest text a rule's pattern can match, if at most WINDOW_MAX characters; else None (also for
+    multiline rules and rules whose matches are extended)."""
+    if rule.multiline or rule.extend is not None:
+        return None
+    parsed = parse_pattern(rule.pattern)
+    if parsed is None:  # private API: without it, rules simply run on whole lines
+        return None
+    _, hi = parsed.getwidth()
+    return int(hi) if hi <= WINDOW_MAX else None
+
+
 class RuleError(ValueError):
     """A rule file is wrong. The message names the file, the line and what to change."""
 

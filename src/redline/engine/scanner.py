@@ -1,7 +1,7 @@
 """The scanner: runs rules over text and turns matches into findings.
 
-Work is split into blocks of whole lines. The matcher says which rules may match in each block; only those
-rules' regular expressions run there. Matches are validated (checksums, entropy, placeholders), checked for
+The matcher reports, for the whole text at once, anchors near which each rule may match; only there do the
+rules' regular expressions run. Matches are validated (checksums, entropy, placeholders), checked for
 context words, extended for chat transcripts, then overlapping findings are resolved.
 """
 
@@ -15,15 +15,21 @@ from pathlib import Path
 from typing import IO
 
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
-from redline.engine.matcher import Matcher, ascii_bytes, make_matcher, word_pattern, words_in
-from redline.engine.rules import Rule, RuleError, builtin_rules, check_unique, load_rule_paths, parse_pattern
+from redline.engine.matcher import Matcher, ascii_bytes, make_matcher
+from redline.engine.rules import (
+    Rule,
+    RuleError,
+    builtin_rules,
+    check_unique,
+    load_rule_paths,
+    match_width,
+    parse_pattern,
+)
 from redline.engine.textview import TextView
 
-BLOCK_CHARS = 16 * 1024
 MAX_LINE_CHARS = 1024 * 1024
 STREAM_CHUNK_CHARS = 4 * 1024 * 1024
 ALLOW_MARKER = "redline:allow"
-_WINDOW_MAX = 1024
 _LOOKAHEAD = 64
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _SPEAKER = re.compile(
@@ -36,102 +42,10 @@ _MAX_TRANSCRIPT_CHARS = 256 * 1024
 _MESSAGE_TEXT = re.compile(r'"(?:content|text)"\s*:\s*"(?:[^"\\]|\\.)')
 
 
-def iter_blocks(text: str, size: int = BLOCK_CHARS) -> Iterator[tuple[int, int]]:
-    """Contiguous ``[a, b)`` blocks ending just after a newline, about ``size`` characters each.
-
-    A line longer than MAX_LINE_CHARS is cut (at whitespace when there is some near the cut), so that a file
-    with no newlines still streams.
-    """
-    n = len(text)
-    a = 0
-    while a < n:
-        if n - a <= size:
-            yield a, n
-            return
-        nl = text.find("\n", a + size, a + MAX_LINE_CHARS)
-        if nl != -1:
-            b = nl + 1
-        else:
-            nl = text.rfind("\n", a, a + size)
-            if nl != -1:
-                b = nl + 1
-            else:
-                cut = a + MAX_LINE_CHARS
-                if cut >= n:
-                    yield a, n
-                    return
-                ws = max(text.rfind(" ", cut - 4096, cut), text.rfind("\t", cut - 4096, cut))
-                b = ws + 1 if ws != -1 else cut
-        yield a, b
-        a = b
-
-
 def _context_near(ctx: re.Pattern[str], text: str, lo: int, hi: int) -> bool:
     """A context word starts in ``[lo, hi)``; its boundaries are judged on the whole text, not the window."""
     m = ctx.search(text, lo, min(len(text), hi + 80))
     return m is not None and m.start() < hi
-
-
-class _Words:
-    """Where keywords and context words occur in one block; each word is looked up once per block.
-
-    ASCII words are found case-insensitively in ``low`` (the block as lowercased one-byte-per-character bytes),
-    other words (caseless scripts such as CJK) by exact search in ``block``; offsets agree because ``low`` has
-    one byte per character of ``block``. ``present`` lists the non-ASCII words the block holds at all.
-    """
-
-    __slots__ = ("_cache", "block", "low", "present")
-
-    def __init__(self, low: bytes, block: str, present: frozenset[str]) -> None:
-        self.low = low
-        self.block = block
-        self.present = present
-        self._cache: dict[bytes | str, list[int]] = {}
-
-    def at(self, word: bytes | str) -> list[int]:
-        hit = self._cache.get(word)
-        if hit is None:
-            hit = []
-            if isinstance(word, bytes) or word in self.present:
-                hay = self.low if isinstance(word, bytes) else self.block
-                find = hay.find
-                pos = find(word)  # type: ignore[arg-type]
-                while pos != -1:
-                    hit.append(pos)
-                    pos = find(word, pos + 1)  # type: ignore[arg-type]
-            self._cache[word] = hit
-        return hit
-
-
-def _near_lines(
-    words: _Words, ascii_words: tuple[bytes, ...], other_words: tuple[str, ...], window: int
-) -> list[tuple[int, int]]:
-    """Merged ranges of the lines that come within ``window`` characters of a context word occurrence."""
-    spans: list[tuple[int, int]] = []
-    for group in (ascii_words, other_words):
-        for w in group:
-            for pos in words.at(w):
-                spans.append((max(0, pos - window), pos + len(w) + window))
-    if not spans:
-        return []
-    spans.sort()
-    low = words.low
-    out: list[tuple[int, int]] = []
-    n = len(low)
-    rfind, lfind = low.rfind, low.find
-    for lo, hi in spans:
-        if out and lo < out[-1][1]:
-            if hi <= out[-1][1]:
-                continue
-            lo = out[-1][1]
-        ls = rfind(b"\n", 0, lo) + 1
-        le = lfind(b"\n", min(hi, n) - 1) if hi <= n else -1
-        le = n if le == -1 else le + 1
-        if out and ls <= out[-1][1]:
-            out[-1] = (out[-1][0], max(out[-1][1], le))
-        else:
-            out.append((ls, le))
-    return out
 
 
 def _literal_prefix(pattern: str) -> str | None:
@@ -155,62 +69,20 @@ def _literal_prefix(pattern: str) -> str | None:
     return "".join(chars) if len(chars) >= 3 else None
 
 
-def _match_width(rule: Rule) -> int | None:
-    """The longest text a rule's pattern can match, if at most _WINDOW_MAX; else None."""
-    if rule.multiline or rule.extend is not None:
-        return None
-    parsed = parse_pattern(rule.pattern)
-    if parsed is None:  # private API: without it, rules simply run on whole lines
-        return None
-    _, hi = parsed.getwidth()
-    return int(hi) if hi <= _WINDOW_MAX else None
-
-
-def _keyword_positions(
-    words: _Words, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
-) -> tuple[list[int], int]:
-    """Start offsets of every keyword occurrence in the block, and the longest keyword's length."""
-    out: list[int] = []
-    longest = 0
-    for group in (ascii_kws, other_kws):
-        for kw in group:
-            longest = max(longest, len(kw))
-            out.extend(words.at(kw))
-    return out, longest
-
-
-def _lines_at(data: bytes, ends: list[int]) -> list[tuple[int, int]]:
-    """Merged ``[start, end)`` ranges of the lines (newline included) holding the characters before ``ends``."""
+def _lines_near(text: str, anchors: list[int], slack: int) -> list[tuple[int, int]]:
+    """Merged ``[start, end)`` ranges of the lines (newline included) touching ``[p - slack, p + slack)`` for
+    some anchor ``p``."""
     out: list[tuple[int, int]] = []
-    n = len(data)
-    rfind, find = data.rfind, data.find
-    for e in sorted(set(ends)):
-        if out and e <= out[-1][1]:
-            continue
-        ls = rfind(b"\n", 0, max(e - 1, 0)) + 1
-        le = find(b"\n", max(e - 1, 0))
+    n = len(text)
+    rfind, find = text.rfind, text.find
+    for p in sorted(anchors):
+        lo, hi = max(0, p - slack), min(n, max(p + slack, p + 1))
+        if out and hi <= out[-1][1]:
+            continue  # the lines already taken reach past this range
+        ls = rfind("\n", 0, lo) + 1
+        le = find("\n", max(hi - 1, ls))
         le = n if le == -1 else le + 1
-        if out and out[-1][1] >= ls:
-            out[-1] = (out[-1][0], max(out[-1][1], le))
-        else:
-            out.append((ls, le))
-    return out
-
-
-def _keyword_lines(
-    words: _Words, ascii_kws: tuple[bytes, ...], other_kws: tuple[str, ...]
-) -> list[tuple[int, int]]:
-    """Sorted, merged ``[start, end)`` ranges of the lines (newline included) holding a keyword."""
-    low = words.low
-    rfind = low.rfind
-    starts = {rfind(b"\n", 0, pos) + 1 for group in (ascii_kws, other_kws) for kw in group for pos in words.at(kw)}
-    out: list[tuple[int, int]] = []
-    n = len(low)
-    lfind = low.find
-    for ls in sorted(starts):
-        le = lfind(b"\n", ls)
-        le = n if le == -1 else le + 1
-        if out and out[-1][1] >= ls:
+        if out and ls <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], le))
         else:
             out.append((ls, le))
@@ -328,37 +200,12 @@ class Scanner:
             and (r.enabled or r.id in enabled)
             and (kind_set is None or r.kind in kind_set)
         )
-        self._line_rules = frozenset(i for i, r in enumerate(self.rules) if not r.multiline)
-        self._margin = max((r.context_window for r in self.rules if r.context), default=0)
-        # Rules that need a context word: a match's line lies within context_window characters of one, so
-        # only lines near a context word need the regex (ASCII words as lowercase bytes, others as text).
-        self._context_lines: dict[int, tuple[tuple[bytes, ...], tuple[str, ...], int]] = {
-            i: (tuple(w.encode("ascii") for w in r.context if w.isascii()),
-                tuple(w for w in r.context if not w.isascii()), r.context_window)
-            for i, r in enumerate(self.rules)
-            if not r.multiline and r.context and r.confidence_without_context is None
-        }
-        # Per line rule: (ASCII keywords as lowercase bytes, caseless non-ASCII keywords), or None when the
-        # rule has to run on whole blocks (no keywords, or a keyword with case outside ASCII).
-        self._line_keywords: list[tuple[tuple[bytes, ...], tuple[str, ...]] | None] = []
-        for r in self.rules:
-            other = tuple(k for k in r.keywords if not k.isascii())
-            if r.multiline or not r.keywords or any(k.lower() != k.upper() for k in other):
-                self._line_keywords.append(None)
-            else:
-                self._line_keywords.append(
-                    (tuple({k.lower().encode("ascii") for k in r.keywords if k.isascii()}), other))
-        # All non-ASCII keywords and context words, found in a block in one pass (longest first).
-        self._other_words, self._other_words_rx = word_pattern(
-            [w for r in self.rules for w in (*r.keywords, *r.context) if not w.isascii()])
         # Longest possible match of each rule, when short enough: its regex then runs only in windows around
-        # the keyword occurrences or match positions instead of over whole (possibly very long) lines.
-        self._width = [_match_width(r) for r in self.rules]
-        # Rules whose regex starts with a literal: running them over the whole block from the literal's first
-        # occurrence (found by str.find, much faster than the regex engine's own prefix search) is cheaper
-        # than cutting the block into lines or windows first.
-        self._prefix = [_literal_prefix(r.regex.pattern) for r in self.rules]
-        self._literal_first = [not r.multiline and p is not None for r, p in zip(self.rules, self._prefix, strict=True)]
+        # the anchors the matcher reports, instead of over whole (possibly very long) lines.
+        self._width = [match_width(r) for r in self.rules]
+        # Multiline rules run over the whole text, from the first occurrence of their literal prefix (str.find
+        # is much faster than the regex engine's own prefix search).
+        self._prefix = [_literal_prefix(r.regex.pattern) if r.multiline else None for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -383,75 +230,23 @@ class Scanner:
             return []
         view = TextView(text, decode_json=self.decode_json)
         vtext = view.text
-        rules = self.rules
+        located = self.matcher.locate(vtext, ascii_bytes(vtext))
+        rules, widths, n = self.rules, self._width, len(vtext)
         found = _Found()
-        multi_candidates: set[int] = set()
-        line_rule_set = self._line_rules
-        margin = self._margin
-        line_keywords = self._line_keywords
-        context_lines = self._context_lines
-        widths = self._width
-        literal_first = self._literal_first
-        prefix = self._prefix
-        matcher = self.matcher
-        for a, b in iter_blocks(vtext):
-            lo = max(0, a - margin)
-            ext = vtext[lo:b + margin]
-            ext_data = ascii_bytes(ext)
-            cands, ends = matcher.scan(ext, ext_data, a - lo, b - lo)
-            if not cands:
-                continue
-            multi_candidates.update(i for i in cands if i not in line_rule_set)
-            line_cands = cands & line_rule_set
-            # Only the lines where a rule may match need its regex, so the cost follows lines, not blocks.
-            # Lines come from the matcher's match positions where it has them, else from context words or
-            # keyword occurrences (every match holds a keyword). All are supersets of the lines with real
-            # matches, so the findings do not depend on which one was used.
-            block = vtext[a:b]
-            data = ext_data[a - lo:b - lo]
-            words: _Words | None = None
-            for i in line_cands:
-                if literal_first[i]:
-                    start = vtext.find(prefix[i], a, b)  # type: ignore[arg-type]
-                    if start != -1:
-                        self._extract(rules[i], vtext, start, b, found)
-                    continue
-                width = widths[i]
-                if i in ends:
-                    if width is not None:
-                        self._extract_windows(rules[i], vtext, a, len(block), ends[i], 0, width, found)
-                        continue
-                    for ls, le in _lines_at(data, ends[i]):
-                        self._extract(rules[i], vtext, a + ls, a + le, found)
-                    continue
-                near = context_lines.get(i)
-                if near is not None:
-                    if words is None:
-                        words = self._words(data, block)
-                    if width is not None:
-                        # A match lies within the context window of a context word occurrence.
-                        anchors, longest = _keyword_positions(words, near[0], near[1])
-                        self._extract_windows(rules[i], vtext, a, len(block), anchors, longest, width + near[2], found)
-                        continue
-                    for ls, le in _near_lines(words, near[0], near[1], near[2]):
-                        self._extract(rules[i], vtext, a + ls, a + le, found)
-                    continue
-                kws = line_keywords[i]
-                if kws is None:
-                    self._extract(rules[i], vtext, a, b, found)
-                    continue
-                if words is None:
-                    words = self._words(data, block)
-                if width is not None:
-                    anchors, longest = _keyword_positions(words, kws[0], kws[1])
-                    self._extract_windows(rules[i], vtext, a, len(block), anchors, longest, width, found)
-                    continue
-                for ls, le in _keyword_lines(words, kws[0], kws[1]):
-                    self._extract(rules[i], vtext, a + ls, a + le, found)
-        for i in sorted(multi_candidates):
-            start = vtext.find(prefix[i]) if prefix[i] is not None else 0  # type: ignore[arg-type]
+        # Every match lies within its rule's width (plus slack) of an anchor, so the regex runs only there:
+        # in merged windows for rules of bounded width, else on the lines around the anchors.
+        for i, anchors in located.anchors.items():
+            width = widths[i]
+            if width is not None:
+                self._extract_windows(rules[i], vtext, anchors, width + located.slack[i], found)
+            else:
+                for ls, le in _lines_near(vtext, anchors, located.slack[i]):
+                    self._extract(rules[i], vtext, ls, le, found)
+        for i in sorted(located.whole):
+            prefix = self._prefix[i]
+            start = vtext.find(prefix) if prefix is not None else 0
             if start != -1:
-                self._extract(rules[i], vtext, start, len(vtext), found)
+                self._extract(rules[i], vtext, start, n, found)
         return self._finish(found, view) if found else []
 
     def scan_bytes(self, data: bytes) -> list[Finding]:
@@ -468,33 +263,26 @@ class Scanner:
 
     # -- internals ------------------------------------------------------------------------------------------
 
-    def _words(self, data: bytes, block: str) -> _Words:
-        present = frozenset() if block.isascii() else words_in(block, self._other_words, self._other_words_rx)
-        return _Words(data.lower(), block, present)
-
     def _extract_windows(
-        self, rule: Rule, text: str, base: int, size: int, anchors: list[int], anchor_len: int, width: int,
-        out: _Found,
+        self, rule: Rule, text: str, anchors: list[int], reach: int, out: _Found,
     ) -> None:
-        """Run the rule's regex only where a match can be: within ``width`` of an anchor (a keyword
-        occurrence, or the end of a match's label part).
+        """Run the rule's regex only within ``reach`` characters of an anchor.
 
-        A match holds an anchor and is at most ``width`` long, so it lies inside a window; windows that
-        touch are merged, so no match runs across the start of a window, and the regex sees
-        ``_LOOKAHEAD`` characters past a window's end so that lookaheads behave as on the whole text.
-        The findings are therefore exactly those of running over the whole block.
+        A match lies within ``reach`` of an anchor, so it lies inside a window; windows that touch are merged,
+        so no match runs across the start of a window, and the regex sees ``_LOOKAHEAD`` characters past a
+        window's end so that lookaheads behave as on the whole text. The findings are therefore exactly those
+        of running over the whole text.
         """
-        if not anchors:
-            return
+        n = len(text)
         windows: list[list[int]] = []
         for p in sorted(anchors):
-            lo, hi = max(0, p - width), min(size, p + anchor_len + width)
+            lo, hi = max(0, p - reach), min(n, p + reach)
             if windows and lo <= windows[-1][1]:
                 windows[-1][1] = max(windows[-1][1], hi)
             else:
                 windows.append([lo, hi])
         for lo, hi in windows:
-            self._extract(rule, text, base + lo, base + min(size, hi + _LOOKAHEAD), out, stop=base + hi)
+            self._extract(rule, text, lo, min(n, hi + _LOOKAHEAD), out, stop=hi)
 
     def _extract(
         self, rule: Rule, text: str, a: int, b: int, out: _Found, stop: int | None = None
