@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from redline.engine.rules import Rule, match_width, parse_pattern
+from redline.engine.rules import PATTERN_FLAGS, Rule, match_width, parse_pattern
 
 log = logging.getLogger("redline.engine")
 
@@ -214,6 +214,7 @@ class HyperscanMatcher:
         # Non-ASCII context words: Hyperscan sees such characters as one stand-in byte each, so they are
         # looked for in the text itself.
         self._text_context: dict[int, list[str]] = {}
+        self._text_keywords: dict[int, tuple[str, ...]] = {}
         # Bare-value rules (no keywords: card numbers, national ids) go to a second database that scans the
         # text mapped to character classes, where their patterns become runs of literals (see class_expression).
         classed = {
@@ -257,17 +258,23 @@ class HyperscanMatcher:
                         self._text_context.setdefault(i, []).append(word)
             if i in self._context_only or i in classed:
                 continue
+            if rule.keywords and not rule.multiline and not any(k.isascii() or k.lower() != k.upper()
+                                                                 for k in rule.keywords):
+                # Keywords the byte view cannot see (用户): every run of non-ASCII text would look like one,
+                # so the keywords are found in the text and anchor the rule.
+                self._text_keywords[i] = rule.keywords
+                continue
             if rule.multiline:
                 for kw in rule.keywords:
                     exprs.append(asciify_pattern(re.escape(kw)).encode("ascii"))
                     ids.append(i)
                     flags.append(literal_flags)
                 continue
-            position = _position_expression(rule)
-            exprs.append(position if position is not None else asciify_pattern(rule.pattern).encode("ascii"))
+            exprs.append(_position_expression(rule))
             flags.append(position_flags)
             ids.append(i)
-        text_words = sorted({w for ws in self._text_context.values() for w in ws}, key=len, reverse=True)
+        text_words = sorted({w for ws in (*self._text_context.values(), *self._text_keywords.values()) for w in ws},
+                            key=len, reverse=True)
         self._text_rx = re.compile("|".join(map(re.escape, text_words))) if text_words else re.compile("(?!)")
         self._text_prefixes = {w: [v for v in text_words if w.startswith(v)] for w in text_words}
         self._db: Any = None
@@ -293,13 +300,18 @@ class HyperscanMatcher:
             # ends are the match's end or one past it: slack 1 covers both.
             self._class_db.scan(data.translate(_CLASS_TABLE), match_event_handler=on_match,
                                 scratch=self._class_scratch)
-        if self._text_context and not text.isascii():
+        located = Located({}, {}, set(self._always))
+        if (self._text_context or self._text_keywords) and not text.isascii():
             at = _non_ascii_words(text, data, self._text_rx, self._text_prefixes)
             for i, words in self._text_context.items():
                 hits = [p + len(w) for w in words for p in at.get(w, ())]
                 if hits:
                     ends.setdefault(n + i, []).extend(hits)
-        located = Located({}, {}, set(self._always))
+            for i, keywords in self._text_keywords.items():
+                starts = [p for w in keywords for p in at.get(w, ())]
+                if starts and (i not in self._needs_context or n + i in ends):
+                    located.anchors[i] = starts
+                    located.slack[i] = max(map(len, keywords))
         needs_context, multiline, reach = self._needs_context, self._multiline, self._context_reach
         for i, positions in ends.items():
             if i >= n or (i in needs_context and n + i not in ends):
@@ -365,28 +377,41 @@ class HyperscanMatcher:
         return db
 
 
-def _position_expression(rule: Rule) -> bytes | None:
-    """The label part of a rule whose keywords are common words, for reporting match positions.
+def _position_expression(rule: Rule) -> bytes:
+    """The expression whose match ends anchor a (line) rule: the end of every real match, or a point inside
+    it, is among its ends.
 
-    Rules whose keywords are words like ``key``, ``token`` or ``user`` would otherwise run their regex on every
-    line holding such a word. A pattern with a ``value`` group is cut before it: the label part
-    (``api_key =``) reports one offset per occurrence, where a value pattern such as ``[A-Za-z0-9]{16,}``
-    would report one per character; a match's line always holds the end of its label part. Rules with
-    distinctive keywords (``sk-proj-``, ``ghp_``) already pick few lines and are left alone.
+    Rules whose keywords are words like ``key``, ``token`` or ``user`` report the end of their label part:
+    a pattern with a ``value`` group is cut before it, so ``api_key =`` reports one offset per occurrence
+    where a value pattern such as ``[A-Za-z0-9]{16,}`` would report one per character. Other rules use their
+    whole pattern. Either is cut before an open run (``[^\n]{8,}``, ``.*``), which would also report an end
+    for every character it covers.
     """
-    if not rule.pattern.isascii() or (rule.keywords and not any(len(k) <= 6 and k.isalpha() for k in rule.keywords)):
-        return None
-    cut = rule.pattern.find("(?P<value>")
-    expr = rule.pattern[:cut] if cut > 0 else rule.pattern
-    try:
-        if re.compile(expr, re.ASCII | re.MULTILINE).match("") is not None:
-            expr = rule.pattern
-    except re.error:
-        expr = rule.pattern
-    if _OPEN_RUN.search(expr):
-        # "[^\n]{8,}" or ".*" would report a position for every character of the rest of the line.
-        return None
+    expr = asciify_pattern(rule.pattern)
+    if rule.pattern.isascii() and (not rule.keywords or any(len(k) <= 6 and k.isalpha() for k in rule.keywords)):
+        cut = rule.pattern.find("(?P<value>")
+        if cut > 0 and _top_level_prefix(rule.pattern, cut):
+            expr = rule.pattern[:cut]
+    run = _OPEN_RUN.search(expr)
+    if run is not None and _top_level_prefix(expr, run.start()):
+        expr = expr[:run.start()]
     return expr.encode("ascii")
+
+
+def _top_level_prefix(pattern: str, cut: int) -> bool:
+    """Whether ``pattern[:cut]`` is the first items of ``pattern`` as a sequence (not a piece of a group or
+    of one branch), and matches no empty string: then every match of the whole holds a match of it."""
+    whole, head = parse_pattern(pattern), parse_pattern(pattern[:cut])
+    if whole is None or head is None or not head.data:
+        return False
+    items = list(whole.data)
+    # Parsed items hold sub-patterns without equality; their repr is structural.
+    if (len(items) == 1 and items[0][0] is _C.BRANCH) or repr(list(head.data)) != repr(items[:len(head.data)]):
+        return False
+    try:
+        return re.compile(pattern[:cut], PATTERN_FLAGS).match("") is None
+    except re.error:
+        return False
 
 
 def _char_class(c: int) -> int:
