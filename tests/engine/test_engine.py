@@ -402,7 +402,7 @@ def test_non_ascii_words_are_found_everywhere_even_overlapping(text: str) -> Non
 def test_position_expressions_are_cut_only_at_the_top_level() -> None:
     from redline.engine.matcher import _top_level_prefix
 
-    assert _top_level_prefix("(?:User|Human):[ \\t]*[^\\n]{8,}", 20)
+    assert _top_level_prefix("(?:User|Human):[ \\t]*[^\\n]{8,}", 21)
     assert not _top_level_prefix("a|b[^\\n]+", 3)  # one branch is not a prefix of every match
     assert not _top_level_prefix("(?:ab[^\\n]+)", 5)  # inside a group
     assert not _top_level_prefix("x?[^\\n]+", 2)  # matches the empty string
