@@ -20,6 +20,7 @@ from redline.redact.vault import PLACEHOLDER, Vault
 # One raw "character": a JSON escape or any single character (a value never ends inside an escape).
 _RAW_CHAR = re.compile(r"\\u[0-9a-fA-F]{4}|\\[\\\"/bfnrt]|.", re.DOTALL)
 _STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
+_OUTSIDE_STRINGS = re.compile(r'(?:[^"\n]++|"(?:[^"\\\n]|\\.)*+")*+')
 _SPEAKER_LINE = re.compile(
     r"^[ \t]*(?:[-*>#]+[ \t]*)?[A-Za-z用户助手系统问答]{1,12}[ \t]*(?:\([^)\n]{0,40}\))?[ \t]*[:：]", re.MULTILINE)
 _KEEP_ROLE_VALUES = frozenset({"user", "assistant", "system", "tool", "developer", "model", "human", "function"})
@@ -246,10 +247,12 @@ def _plain_summary(raw: str) -> str:
 
 def _summarize_json(doc: str, s: int, e: int) -> tuple[str, int]:
     """Rewrite ``doc[s:e]`` (a JSON document or a decoded JSON string); returns (text, raw end consumed)."""
-    for m in _STRING.finditer(doc):
+    # Whole strings and the text between them, up to s, in one regex match: it stops at the opening quote of
+    # the string that holds s, if one does.
+    q = _OUTSIDE_STRINGS.match(doc, 0, s).end()  # type: ignore[union-attr]
+    m = _STRING.match(doc, q) if q < s else None
+    if m is not None:
         a, b = m.span()
-        if b <= s:
-            continue
         if a < s < b:
             # The span starts inside a string: summarise within its content, one escaping level down.
             ce = min(e, b - 1)
@@ -266,7 +269,6 @@ def _summarize_json(doc: str, s: int, e: int) -> tuple[str, int]:
             else:
                 inner = _summary_text(decoded[ds:de])
             return json.dumps(inner, ensure_ascii=False)[1:-1], ce
-        break
     return _rewrite_structure(doc, s, e), e
 
 
@@ -279,14 +281,15 @@ def _rewrite_structure(doc: str, s: int, e: int) -> str:
     used = False
     n = len(span)
     prev_key: str | None = None
+    # Token by token (a string, an opening bracket, or a run of anything else), not character by character.
     while pos < n:
-        c = span[pos]
+        m = _STRUCTURE_TOKEN.match(span, pos)
+        if m is None:  # the span ends inside a string: blank the covered part of its content
+            out.append('"')
+            break
+        tok = m.group()
+        c = tok[0]
         if c == '"':
-            m = _STRING.match(span, pos)
-            if m is None:  # the span ends inside this string: blank the covered part of its content
-                out.append('"')
-                break
-            tok = m.group()
             after = span[m.end():m.end() + 40].lstrip()
             if after.startswith(":"):
                 out.append(tok)
@@ -307,12 +310,22 @@ def _rewrite_structure(doc: str, s: int, e: int) -> str:
                 used = True
                 pos = close
                 continue
-        out.append(c)
-        pos += 1
+        out.append(tok)
+        pos = m.end()
     return "".join(out)
 
 
+_STRUCTURE_TOKEN = re.compile(r'"(?:[^"\\\n]|\\.)*"|[\[{]|[^"\[{]+')
+_JSON = json.JSONDecoder(strict=False)
+
+
 def _container_end(text: str, pos: int) -> int:
+    """Index just past the bracket closing the one at ``pos``, or -1. The C decoder handles valid JSON; the
+    token walk the rest (a span cut short, JSON with a stray character)."""
+    try:
+        return int(_JSON.raw_decode(text, pos)[1])
+    except ValueError:
+        pass
     depth = 0
     i = pos
     n = len(text)
