@@ -406,3 +406,13 @@ def test_position_expressions_are_cut_only_at_the_top_level() -> None:
     assert not _top_level_prefix("a|b[^\\n]+", 3)  # one branch is not a prefix of every match
     assert not _top_level_prefix("(?:ab[^\\n]+)", 5)  # inside a group
     assert not _top_level_prefix("x?[^\\n]+", 2)  # matches the empty string
+
+
+def test_position_expressions_end_once_per_match() -> None:
+    from redline.engine.matcher import _trim_tail
+
+    assert _trim_tail(r"\bsk_live_[A-Za-z0-9]{24,99}(?![A-Za-z0-9])") == r"\bsk_live_(?:[A-Za-z0-9]){24}"
+    assert _trim_tail(r"(?<!\w)(?P<value>eyJ[\w-]{8,}\.[\w-]{16,})") == r"(?<!\w)eyJ[\w-]{8,}\.(?:[\w-]){16}"
+    assert _trim_tail(r"key[ \t]*[:=][ \t]*") == r"key[ \t]*[:=]"
+    assert _trim_tail(r"(?P<value>a|bc+)") == r"(?P<value>a|bc+)"  # an alternation is left as it is
+    assert _trim_tail(r"x?y*") == r"x?y*"  # nothing would be left

@@ -395,7 +395,112 @@ def _position_expression(rule: Rule) -> bytes:
     run = _OPEN_RUN.search(expr)
     if run is not None and _top_level_prefix(expr, run.start()):
         expr = expr[:run.start()]
-    return expr.encode("ascii")
+    return _trim_tail(expr).encode("ascii")
+
+
+_QUANTIFIER = re.compile(r"(?:\*|\+|\?|\{(\d*)(,?)(\d*)\})[?+]?")
+_ZERO_WIDTH = ("(?=", "(?!", "(?<=", "(?<!", "\\b", "\\B", "$", "^", "\\A", "\\Z")
+
+
+def _top_level_atoms(pattern: str) -> list[tuple[int, int, int, int]] | None:
+    """The top-level items of a pattern as (start, end of the atom, end with its quantifier, minimum count),
+    maximum count unknown; None when the pattern has a top-level alternation or cannot be read."""
+    atoms: list[tuple[int, int, int, int]] = []
+    i, n = 0, len(pattern)
+    while i < n:
+        start = i
+        c = pattern[i]
+        if c == "|":
+            return None
+        if c == "\\":
+            i += 2
+        elif c == "[":
+            i += 1
+            if pattern.startswith("^", i):
+                i += 1
+            if pattern.startswith("]", i):
+                i += 1
+            while i < n and pattern[i] != "]":
+                i += 2 if pattern[i] == "\\" else 1
+            i += 1
+        elif c == "(":
+            depth = 0
+            while i < n:
+                ch = pattern[i]
+                if ch == "\\":
+                    i += 2
+                    continue
+                if ch == "[":  # a class may hold parentheses
+                    i += 1
+                    if pattern.startswith("^", i):
+                        i += 1
+                    if pattern.startswith("]", i):
+                        i += 1
+                    while i < n and pattern[i] != "]":
+                        i += 2 if pattern[i] == "\\" else 1
+                elif ch == "(":
+                    depth += 1
+                elif ch == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                i += 1
+            i += 1
+        else:
+            i += 1
+        if i > n:
+            return None
+        end = i
+        q = _QUANTIFIER.match(pattern, i)
+        minimum = 1
+        if q is not None:
+            token = q.group()
+            if token[0] == "{":
+                if not q.group(1) and not q.group(3):
+                    q = None  # "{" that is no quantifier: a literal brace
+                else:
+                    minimum = int(q.group(1) or 0)
+            else:
+                minimum = 1 if token[0] == "+" else 0
+        if q is not None:
+            i = q.end()
+            if not (token[0] == "{" and not q.group(2)):  # {m} is fixed; anything else varies
+                atoms.append((start, end, i, -minimum - 1))
+                continue
+        atoms.append((start, end, i, minimum))
+    return atoms
+
+
+def _trim_tail(expr: str) -> str:
+    """``expr`` without the variable repeats and zero-width assertions it ends with, the last repeat kept at
+    its minimum count: an expression ending in ``[A-Za-z0-9_-]{74,180}`` would report an end at every length
+    from 74 to 180, where its trimmed form reports one per match, still inside it. A last group without a
+    quantifier (the value group) is opened up, as long as it holds no alternation."""
+    original = expr
+    while True:
+        atoms = _top_level_atoms(expr)
+        if not atoms:
+            break
+        start, end, _stop, minimum = atoms[-1]
+        if expr.startswith(_ZERO_WIDTH, start):
+            expr = expr[:start]
+            continue
+        opening = next((o for o in ("(?P<value>", "(?:") if expr.startswith(o, start)), None)
+        if minimum == 1 and opening is not None and _top_level_atoms(expr[start + len(opening):end - 1]):
+            expr = expr[:start] + expr[start + len(opening):end - 1]
+            continue
+        if minimum < 0:
+            count = -minimum - 1
+            expr = expr[:start] + (f"(?:{expr[start:end]}){{{count}}}" if count else "")
+            if not count:
+                continue
+        break
+    try:
+        if not expr or re.compile(expr, PATTERN_FLAGS).match("") is not None:
+            return original
+    except re.error:
+        return original
+    return expr
 
 
 def _top_level_prefix(pattern: str, cut: int) -> bool:
