@@ -42,7 +42,7 @@ def test_negative_example_is_quiet(case: tuple[Rule, int], scanners) -> None:  #
 
 @pytest.mark.parametrize("case", _cases("examples"), ids=_id)
 def test_matches_contain_a_keyword(case: tuple[Rule, int]) -> None:
-    """The pure-re backend skips blocks without a keyword; a match without one would make backends differ."""
+    """The pure-re backend looks for matches around keyword occurrences only: every match must hold one."""
     rule, i = case
     if not rule.keywords:
         return
@@ -51,6 +51,22 @@ def test_matches_contain_a_keyword(case: tuple[Rule, int]) -> None:
     for m in rule.regex.finditer(text):
         low = ascii_bytes(m.group()).lower()
         assert any(k in low for k in keywords), f"{rule.source}: {rule.id} match lacks keywords"
+
+
+@pytest.mark.parametrize("case", _cases("examples"), ids=_id)
+def test_matches_contain_the_anchor(case: tuple[Rule, int]) -> None:
+    """Hyperscan locates a rule that has an anchor by the anchor's matches: one must lie inside each match."""
+    import re
+
+    from redline.engine.rules import PATTERN_FLAGS
+
+    rule, i = case
+    if rule.anchor is None:
+        return
+    anchor = re.compile(rule.anchor, PATTERN_FLAGS)
+    text = TextView(rule.examples[i].text).text
+    for m in rule.regex.finditer(text):
+        assert anchor.search(m.group()), f"{rule.source}: {rule.id} match {m.group()!r} lacks the anchor"
 
 
 def test_rule_ids_unique_and_coverage() -> None:

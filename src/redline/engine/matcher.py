@@ -381,12 +381,15 @@ def _position_expression(rule: Rule) -> bytes:
     """The expression whose match ends anchor a (line) rule: the end of every real match, or a point inside
     it, is among its ends.
 
-    Rules whose keywords are words like ``key``, ``token`` or ``user`` report the end of their label part:
+    A rule's own ``anchor`` comes first. Rules whose keywords are words like ``key``, ``token`` or ``user``
+    report the end of their label part:
     a pattern with a ``value`` group is cut before it, so ``api_key =`` reports one offset per occurrence
     where a value pattern such as ``[A-Za-z0-9]{16,}`` would report one per character. Other rules use their
     whole pattern. Either is cut before an open run (``[^\n]{8,}``, ``.*``), which would also report an end
     for every character it covers.
     """
+    if rule.anchor is not None:
+        return rule.anchor.encode("ascii")
     expr = asciify_pattern(rule.pattern)
     if rule.pattern.isascii() and (not rule.keywords or any(len(k) <= 6 and k.isalpha() for k in rule.keywords)):
         cut = rule.pattern.find("(?P<value>")

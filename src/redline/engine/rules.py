@@ -65,6 +65,7 @@ class Rule:
     pattern: str
     regex: re.Pattern[str] = field(repr=False, compare=False)
     keywords: tuple[str, ...] = ()
+    anchor: str | None = None
     validator_names: tuple[str, ...] = ()
     validators: tuple[Validator, ...] = field(default=(), repr=False, compare=False)
     context: tuple[str, ...] = ()
@@ -132,7 +133,7 @@ def fast_regex(pattern: str, compiled: re.Pattern[str]) -> re.Pattern[str]:
 
 
 _FIELDS = {
-    "id", "name", "kind", "confidence", "pattern", "keywords", "validators", "context", "context_window",
+    "id", "name", "kind", "confidence", "pattern", "anchor", "keywords", "validators", "context", "context_window",
     "confidence_without_context", "priority", "multiline", "enabled", "extend", "min_turns", "fix",
     "references", "tags", "examples", "negative_examples",
 }
@@ -195,6 +196,16 @@ def _parse_rule(raw: dict[str, Any], where: str) -> Rule:
     regex = fast_regex(raw["pattern"], regex)
     if regex.match(""):
         raise ValueError("pattern matches the empty string")
+    anchor = raw.get("anchor")
+    if anchor is not None:
+        if not isinstance(anchor, str) or not anchor.isascii():
+            raise ValueError("anchor must be a string of ASCII characters")
+        try:
+            empty = re.compile(anchor, PATTERN_FLAGS).match("") is not None
+        except re.error as exc:
+            raise ValueError(f"anchor does not compile: {exc}") from exc
+        if empty:
+            raise ValueError("anchor matches the empty string")
     keywords = _str_list(raw.get("keywords"), "keywords")
     if any(not k for k in keywords):
         raise ValueError("keywords must not be empty strings")
@@ -235,6 +246,7 @@ def _parse_rule(raw: dict[str, Any], where: str) -> Rule:
         pattern=raw["pattern"],
         regex=regex,
         keywords=keywords,
+        anchor=anchor,
         validator_names=names,
         validators=tuple(validators),
         context=tuple(w.lower() for w in _str_list(raw.get("context"), "context")),
