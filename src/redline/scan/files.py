@@ -150,6 +150,10 @@ class _LineIndex:
         self._pos = offset
         return self._line, offset - (text.rfind("\n", 0, offset) + 1)
 
+    def lines(self) -> int:
+        """Newlines in the whole chunk, counting on from the last offset asked about."""
+        return self._line - self.first_line + self.text.count("\n", self._pos)
+
 
 def finding_record(
     f: Finding, path: str, index: _LineIndex, text: str, *, reveal: bool
@@ -192,7 +196,9 @@ def scan_stream_records(
             index = _LineIndex(chunk, line)
             for f in findings:
                 yield finding_record(f, path, index, chunk, reveal=reveal)
-        line += chunk.count("\n")
+            line += index.lines()
+        else:
+            line += chunk.count("\n")
         if on_chunk is not None:
             on_chunk(len(chunk))
 
