@@ -271,13 +271,23 @@ def _check_rules(scanner: Scanner, paths: Sequence[str]) -> int:
             values = [ex.text[f.start:f.end] for f in hits]
             if not hits or (ex.value is not None and ex.value not in values):
                 failures += 1
-                print(f"{rule.source}: {rule.id}: example {i + 1} not found")
+                print(f"{rule.source}: {rule.id}: example {i + 1} not found{_anchor_hint(rule, ex.text)}")
         for i, neg in enumerate(rule.negative_examples):
             if any(f.type == rule.id for f in scanner.scan_text(neg)):
                 failures += 1
                 print(f"{rule.source}: {rule.id}: negative example {i + 1} matched")
     print(f"{len(rules)} rule(s) checked, {failures} failure(s)")
     return EXIT_FINDINGS if failures else EXIT_OK
+
+
+def _anchor_hint(rule: Any, text: str) -> str:
+    """Why an example may be missed: a match of the pattern that holds no match of the rule's anchor."""
+    if rule.anchor is None:
+        return ""
+    anchor = re.compile(rule.anchor, re.ASCII | re.MULTILINE)
+    if any(anchor.search(m.group()) is None for m in rule.regex.finditer(text)):
+        return " (the pattern matches, but its match holds no match of the rule's anchor)"
+    return ""
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

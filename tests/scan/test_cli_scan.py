@@ -204,3 +204,18 @@ def test_demo_scans_the_bundled_sample() -> None:
     p = run("demo")
     assert p.returncode == 0, p.stderr
     assert "log_stream" in p.stdout and "chat" in p.stdout and "finding(s)" in p.stdout
+
+
+def test_rules_check_explains_an_anchor_that_misses(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rule = (
+        '[[rules]]\nid = "acme-token"\nname = "Acme"\nkind = "secret"\nconfidence = "high"\n'
+        "pattern = '''\\bacme_[A-Za-z0-9]{20,40}\\b'''\nanchor = '''ANCHOR'''\nkeywords = [\"acme_\"]\n"
+        'examples = ["acme_Zq3Vb8Lm2Rt6Yp1Ws9Xc"]\nnegative_examples = ["acme_short"]\n'
+    )
+    good, bad = tmp_path / "good.toml", tmp_path / "bad.toml"
+    good.write_text(rule.replace("ANCHOR", "acme_[A-Za-z0-9]{20}"))
+    bad.write_text(rule.replace("ANCHOR", "acme_[A-Za-z0-9]{20"))  # an unclosed brace is a literal "{20"
+    assert main(["rules", "check", "--rules", str(good)]) == 0
+    assert main(["rules", "check", "--rules", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert "example 1 not found (the pattern matches, but its match holds no match of the rule's anchor)" in out
