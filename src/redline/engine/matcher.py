@@ -405,10 +405,28 @@ _QUANTIFIER = re.compile(r"(?:\*|\+|\?|\{(\d*)(,?)(\d*)\})[?+]?")
 _ZERO_WIDTH = ("(?=", "(?!", "(?<=", "(?<!", "\\b", "\\B", "$", "^", "\\A", "\\Z")
 
 
-def _top_level_atoms(pattern: str) -> list[tuple[int, int, int, int]] | None:
-    """The top-level items of a pattern as (start, end of the atom, end with its quantifier, minimum count),
-    maximum count unknown; None when the pattern has a top-level alternation or cannot be read."""
-    atoms: list[tuple[int, int, int, int]] = []
+class _Atom(NamedTuple):
+    start: int  # where the item starts
+    end: int  # where it ends, before its quantifier
+    minimum: int  # least count its quantifier allows (1 without one)
+    varies: bool  # whether the count may vary
+
+
+def _class_end(pattern: str, i: int) -> int:
+    """Index just past the ``]`` closing the character class that opens at ``pattern[i]``."""
+    i += 1
+    if pattern.startswith("^", i):
+        i += 1
+    if pattern.startswith("]", i):
+        i += 1
+    while i < len(pattern) and pattern[i] != "]":
+        i += 2 if pattern[i] == "\\" else 1
+    return i + 1
+
+
+def _top_level_atoms(pattern: str) -> list[_Atom] | None:
+    """The top-level items of a pattern; None when it has a top-level alternation or cannot be read."""
+    atoms: list[_Atom] = []
     i, n = 0, len(pattern)
     while i < n:
         start = i
@@ -418,14 +436,7 @@ def _top_level_atoms(pattern: str) -> list[tuple[int, int, int, int]] | None:
         if c == "\\":
             i += 2
         elif c == "[":
-            i += 1
-            if pattern.startswith("^", i):
-                i += 1
-            if pattern.startswith("]", i):
-                i += 1
-            while i < n and pattern[i] != "]":
-                i += 2 if pattern[i] == "\\" else 1
-            i += 1
+            i = _class_end(pattern, i)
         elif c == "(":
             depth = 0
             while i < n:
@@ -434,14 +445,9 @@ def _top_level_atoms(pattern: str) -> list[tuple[int, int, int, int]] | None:
                     i += 2
                     continue
                 if ch == "[":  # a class may hold parentheses
-                    i += 1
-                    if pattern.startswith("^", i):
-                        i += 1
-                    if pattern.startswith("]", i):
-                        i += 1
-                    while i < n and pattern[i] != "]":
-                        i += 2 if pattern[i] == "\\" else 1
-                elif ch == "(":
+                    i = _class_end(pattern, i)
+                    continue
+                if ch == "(":
                     depth += 1
                 elif ch == ")":
                     depth -= 1
@@ -454,23 +460,19 @@ def _top_level_atoms(pattern: str) -> list[tuple[int, int, int, int]] | None:
         if i > n:
             return None
         end = i
+        minimum, varies = 1, False
         q = _QUANTIFIER.match(pattern, i)
-        minimum = 1
+        if q is not None and q.group()[0] == "{" and not q.group(1) and not q.group(3):
+            q = None  # "{" that is no quantifier: a literal brace
         if q is not None:
             token = q.group()
             if token[0] == "{":
-                if not q.group(1) and not q.group(3):
-                    q = None  # "{" that is no quantifier: a literal brace
-                else:
-                    minimum = int(q.group(1) or 0)
+                minimum = int(q.group(1) or 0)
+                varies = bool(q.group(2))  # {m} is fixed; {m,}, {,n} and {m,n} vary
             else:
-                minimum = 1 if token[0] == "+" else 0
-        if q is not None:
+                minimum, varies = (1 if token[0] == "+" else 0), True
             i = q.end()
-            if not (token[0] == "{" and not q.group(2)):  # {m} is fixed; anything else varies
-                atoms.append((start, end, i, -minimum - 1))
-                continue
-        atoms.append((start, end, i, minimum))
+        atoms.append(_Atom(start, end, minimum, varies))
     return atoms
 
 
@@ -484,18 +486,19 @@ def _trim_tail(expr: str) -> str:
         atoms = _top_level_atoms(expr)
         if not atoms:
             break
-        start, end, _stop, minimum = atoms[-1]
-        if expr.startswith(_ZERO_WIDTH, start):
-            expr = expr[:start]
+        last = atoms[-1]
+        if expr.startswith(_ZERO_WIDTH, last.start):
+            expr = expr[:last.start]
             continue
-        opening = next((o for o in ("(?P<value>", "(?:") if expr.startswith(o, start)), None)
-        if minimum == 1 and opening is not None and _top_level_atoms(expr[start + len(opening):end - 1]):
-            expr = expr[:start] + expr[start + len(opening):end - 1]
+        opening = next((o for o in ("(?P<value>", "(?:") if expr.startswith(o, last.start)), None)
+        inner = expr[last.start + len(opening):last.end - 1] if opening is not None else ""
+        if opening is not None and not last.varies and last.minimum == 1 and _top_level_atoms(inner):
+            expr = expr[:last.start] + inner
             continue
-        if minimum < 0:
-            count = -minimum - 1
-            expr = expr[:start] + (f"(?:{expr[start:end]}){{{count}}}" if count else "")
-            if not count:
+        if last.varies:
+            atom = expr[last.start:last.end]
+            expr = expr[:last.start] + (f"(?:{atom}){{{last.minimum}}}" if last.minimum else "")
+            if not last.minimum:
                 continue
         break
     try:
