@@ -1,11 +1,11 @@
-"""Which rules may match which block of text: Hyperscan when available, plain string checks otherwise.
+"""Where each rule may match in a text: Hyperscan when available, plain string searches otherwise.
 
-The matcher only narrows the work. Exact spans always come from Python's ``re`` on the same blocks, so the two
-backends return identical findings as long as the Hyperscan side never misses a block (or a line) a rule
-matches in. Hyperscan compiles every pattern in prefilter mode (a superset of the real pattern) and reports,
-per block, which rules may match and, for rules with common keywords, where (the end of each match's label
-part); it sees non-ASCII characters as one ``\\x1a`` byte each, so that byte lengths equal character lengths
-and ASCII-mode patterns keep their meaning.
+The matcher only narrows the work. Exact spans always come from Python's ``re`` around the anchors it
+reports, so the two backends return identical findings as long as no real match lies away from every anchor.
+Hyperscan scans the text once with every rule's expression in prefilter mode (a superset of the real pattern,
+trimmed so that it ends once per match) and once more in a character-class view for bare values; it sees
+non-ASCII characters as one ``\\x1a`` byte each, so that byte offsets equal character offsets and ASCII-mode
+patterns keep their meaning. The pure-``re`` backend anchors rules at their keywords.
 """
 
 from __future__ import annotations
@@ -187,11 +187,12 @@ class HyperscanMatcher:
     """Two Hyperscan databases per rule set, each scanned once over the whole text.
 
     Expression ids: ``i`` for rule ``i``'s pattern, or the label part of it (see ``_position_expression``),
-    or its class form (second database, see ``class_expression``); every end offset Hyperscan reports is an
-    anchor, and every real match ends at one of them. ``n + i`` for rule ``i``'s context words: reported
-    once when they only gate the rule, at every occurrence when they are the rule's anchors (bare values such
-    as 32 hex digits, whose own pattern would slow the scan down most). Multiline rules are represented by
-    their keywords and run over the whole text when one occurs.
+    or its ``anchor``, or its class form (second database, see ``class_expression``); every end offset
+    Hyperscan reports is an anchor, and every real match holds one (or ends one character before it).
+    ``n + i`` for rule ``i``'s context words: reported once when they only gate the rule, at every occurrence
+    when they anchor it (bare values such as 32 hex digits, whose own pattern would slow the scan down most)
+    or when the rule's own anchors must lie within reach of one. Multiline rules are represented by their
+    keywords and run over the whole text when one occurs.
     """
 
     name = "hyperscan"
