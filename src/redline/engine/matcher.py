@@ -210,7 +210,7 @@ class HyperscanMatcher:
         self._always: set[int] = set()
         self._needs_context = {i for i, r in enumerate(rules) if needs_context(r)}
         # Bare-value rules gated by context alone (32 hex digits, an 11-digit number): their patterns are
-        # what slows Hyperscan down most, so the context words alone decide the block.
+        # what slows Hyperscan down most, so their context words anchor them.
         self._context_only = {i for i in self._needs_context if not rules[i].keywords}
         # Non-ASCII context words: Hyperscan sees such characters as one stand-in byte each, so they are
         # looked for in the text itself.
@@ -351,7 +351,7 @@ class HyperscanMatcher:
         try:
             db.compile(expressions=exprs, ids=ids, elements=len(exprs), flags=flags)
         except hs.error:
-            # Find the expressions Hyperscan rejects; their rules then run on every block (exact, slower).
+            # Find the expressions Hyperscan rejects; their rules then run over the whole text (exact, slower).
             keep = []
             for k, (e, f) in enumerate(zip(exprs, flags, strict=True)):
                 probe = hs.Database(mode=hs.HS_MODE_BLOCK)
@@ -360,7 +360,7 @@ class HyperscanMatcher:
                     keep.append(k)
                 except hs.error:
                     rule_index = ids[k] % self._n
-                    log.debug("rule %s does not compile for Hyperscan; it runs on every block",
+                    log.debug("rule %s does not compile for Hyperscan; it runs over the whole text",
                               rules[rule_index].id)
                     self._always.add(rule_index)
             db = hs.Database(mode=hs.HS_MODE_BLOCK)
