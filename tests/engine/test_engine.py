@@ -416,3 +416,15 @@ def test_position_expressions_end_once_per_match() -> None:
     assert _trim_tail(r"key[ \t]*[:=][ \t]*") == r"key[ \t]*[:=]"
     assert _trim_tail(r"(?P<value>a|bc+)") == r"(?P<value>a|bc+)"  # an alternation is left as it is
     assert _trim_tail(r"x?y*") == r"x?y*"  # nothing would be left
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_ascii_context_words_ignore_case(backend: str) -> None:
+    rules = parse_rules(
+        "[[rules]]\nid = 'secu'\nname = 'x'\nkind = 'pii'\nconfidence = 'high'\n"
+        "pattern = '(?<![0-9])[12][0-9]{12}(?![0-9])'\ncontext = ['sécurité', 'numéro']\n"
+        "examples = ['sécurité 1850578006084']\n", "t.toml")
+    s = Scanner(rules, backend=backend, fingerprint_key=KEY)
+    assert [f.type for f in s.scan_text("N° SÉCURITÉ SOCIALE : 1850578006084\n")] == ["secu"]
+    assert [f.type for f in s.scan_text("Numéro: 1850578006084\n")] == ["secu"]
+    assert s.scan_text("reference 1850578006084\n") == []

@@ -94,16 +94,21 @@ class ReMatcher:
         self._rules = rules
         self._context = {i: _split_words(r.context) for i, r in enumerate(rules) if needs_context(r)}
         self._keywords = {i: _split_words(tuple(k.lower() for k in r.keywords)) for i, r in enumerate(rules)
-                          if r.keywords and all(k.isascii() or k.lower() == k.upper() for k in r.keywords)}
+                          if r.keywords}
+        self._finder = _WordFinder([w for ws in (*self._context.values(), *self._keywords.values())
+                                    for w in ws[1]])
 
     def locate(self, text: str, data: bytes) -> Located:
         low = data.lower()
-        found: dict[bytes | str, list[int]] = {}
+        found: dict[bytes, list[int]] = {}
+        other = self._finder.find(text, data)
 
         def at(word: bytes | str) -> list[int]:
+            if isinstance(word, str):
+                return other.get(word, [])
             hit = found.get(word)
             if hit is None:
-                hit = found[word] = _occurrences(low if isinstance(word, bytes) else text, word)
+                hit = found[word] = _occurrences(low, word)
             return hit
 
         located = Located({}, {}, set())
@@ -121,8 +126,6 @@ class ReMatcher:
                 if anchors:
                     located.anchors[i] = anchors
                     located.slack[i] = max(len(w) for group in kws for w in group)
-            elif rule.keywords:
-                located.whole.add(i)  # a keyword with case outside ASCII: no byte view of it
             elif ctx is not None:
                 located.anchors[i] = [p for group in ctx for w in group for p in at(w)]
                 located.slack[i] = rule.context_window + max(len(w) for group in ctx for w in group)
@@ -131,13 +134,27 @@ class ReMatcher:
         return located
 
 
+class _WordFinder:
+    """Finds non-ASCII words (lowercase, as rules store them) in text, case-insensitively."""
+
+    def __init__(self, words: Sequence[str]) -> None:
+        ordered = sorted(set(words), key=len, reverse=True)
+        self.words = ordered
+        self.rx = re.compile("|".join(map(re.escape, ordered)) or "(?!)", re.IGNORECASE)
+        self.prefixes = {w: [v for v in ordered if w.startswith(v)] for w in ordered}
+
+    def find(self, text: str, data: bytes) -> dict[str, list[int]]:
+        return _non_ascii_words(text, data, self.rx, self.prefixes) if self.words and not text.isascii() else {}
+
+
 def _non_ascii_words(
     text: str, data: bytes, rx: re.Pattern[str], prefixes: dict[str, list[str]]
 ) -> dict[str, list[int]]:
     """Start offsets of each non-ASCII word, overlapping ones included: ``rx`` is their alternation, longest
-    first, so where it finds a word the shorter words starting there are its ``prefixes``. Only the lines
-    that hold a non-ASCII character (a 0x1a in ``data``) are searched: in long text with wide characters,
-    any search over everything costs more than the rest of the scan."""
+    first, so where it finds a word the shorter words starting there are its ``prefixes`` (looked up in
+    lowercase: ``rx`` may ignore case). Only the lines that hold a non-ASCII character (a 0x1a in ``data``)
+    are searched: in long text with wide characters, any search over everything costs more than the rest
+    of the scan."""
     out: dict[str, list[int]] = {}
     n = len(data)
     find, rfind = data.find, data.rfind
@@ -148,7 +165,7 @@ def _non_ascii_words(
         le = n if le == -1 else le
         m = rx.search(text, ls, le)
         while m is not None:
-            for word in prefixes[m.group()]:
+            for word in prefixes.get(m.group().lower(), ()):
                 out.setdefault(word, []).append(m.start())
             m = rx.search(text, m.start() + 1, le)
         pos = find(b"\x1a", le)
@@ -276,8 +293,7 @@ class HyperscanMatcher:
             ids.append(i)
         text_words = sorted({w for ws in (*self._text_context.values(), *self._text_keywords.values()) for w in ws},
                             key=len, reverse=True)
-        self._text_rx = re.compile("|".join(map(re.escape, text_words))) if text_words else re.compile("(?!)")
-        self._text_prefixes = {w: [v for v in text_words if w.startswith(v)] for w in text_words}
+        self._text_finder = _WordFinder(text_words)
         self._db: Any = None
         if exprs:
             self._db = self._load_or_compile(exprs, ids, flags, rules)
@@ -303,7 +319,7 @@ class HyperscanMatcher:
                                 scratch=self._class_scratch)
         located = Located({}, {}, set(self._always))
         if (self._text_context or self._text_keywords) and not text.isascii():
-            at = _non_ascii_words(text, data, self._text_rx, self._text_prefixes)
+            at = self._text_finder.find(text, data)
             for i, words in self._text_context.items():
                 hits = [p + len(w) for w in words for p in at.get(w, ())]
                 if hits:
