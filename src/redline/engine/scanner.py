@@ -288,15 +288,21 @@ class Scanner:
         self, rule: Rule, text: str, a: int, b: int, out: _Found, stop: int | None = None
     ) -> None:
         group = rule.value_group
+        extend = rule.extend
         for m in rule.regex.finditer(text, a, b):
             if stop is not None and m.start() >= stop:
                 break
+            if extend is not None and m.start() < out.covered.get(rule.id, -1):
+                # Inside a conversation this rule already extended over (the next speaker line of a
+                # transcript): extending again would only find a part of it, at a cost that grows with
+                # the length of the conversation for every turn in it.
+                continue
             vs, ve = m.span(group)
             if vs < 0 or vs == ve:
                 continue
             confidence = rule.confidence
             ctx = rule.context_regex
-            if ctx is not None and rule.extend is None:
+            if ctx is not None and extend is None:
                 # Before the validators: a context word is found by one small search, a validator such as
                 # phone number parsing costs far more, and a required word missing ends it either way.
                 w = rule.context_window
@@ -308,11 +314,12 @@ class Scanner:
             value = text[vs:ve]
             if not rule.accepts(value):
                 continue
-            if rule.extend is not None:
+            if extend is not None:
                 ext = self._extend(rule, text, m.start(), m.end(), out)
                 if ext is None:
                     continue
                 vs, ve = m.start(), ext
+                out.covered[rule.id] = ext
             if ctx is not None:
                 w = rule.context_window
                 if not (_context_near(ctx, text, max(0, vs - w), vs) or _context_near(ctx, text, ve, ve + w)):
@@ -364,10 +371,18 @@ class Scanner:
         # more than everything else in a quiet chunk.
         allow_marker = self.allow_marker
         findings: list[Finding] = []
+        # The line of the previous finding and whether it holds the marker: findings come in text order, so
+        # each line is searched once, however many findings share it (a megabyte-long line may hold 100,000).
+        line_start, line_end, allowed = 0, -1, False
         for _, _, _, rule, vs, ve, confidence in _resolve_overlaps(candidates):
             rs, re_ = view.span_to_raw(vs, ve)
-            if allow_marker and raw.find(ALLOW_MARKER, raw.rfind("\n", 0, rs) + 1, _line_end(raw, rs)) != -1:
-                continue
+            if allow_marker:
+                if not line_start <= rs < line_end:
+                    line_start = raw.rfind("\n", 0, rs) + 1
+                    line_end = _line_end(raw, rs)
+                    allowed = raw.find(ALLOW_MARKER, line_start, line_end) != -1
+                if allowed:
+                    continue
             value = vtext[vs:ve]
             fp = self.fingerprint(value)
             if fp in self.baseline:
@@ -378,13 +393,15 @@ class Scanner:
 
 
 class _Found(list[tuple[Rule, int, int, str]]):
-    """The matches of one scan, and where the JSON containers met so far end (keyed by opening bracket)."""
+    """The matches of one scan; where the JSON containers met so far end (keyed by opening bracket); and, per
+    extending rule, where its last extended match ends."""
 
-    __slots__ = ("containers",)
+    __slots__ = ("containers", "covered")
 
     def __init__(self) -> None:
         super().__init__()
         self.containers: dict[int, int] = {}
+        self.covered: dict[str, int] = {}
 
 
 def _line_end(text: str, pos: int) -> int:
@@ -400,19 +417,38 @@ def _resolve_overlaps(items: list[_Candidate]) -> list[_Candidate]:
     with chat. A longer match usually is the more specific one: a whole provider token beats a generic
     32-hex rule that matched its tail. Identical duplicates (same rule, same span) collapse to one.
     Returns the kept candidates in text order.
+
+    Candidates are first cut into groups that overlap one another (connected runs in text order); the
+    strongest-first choice only ever looks within a group, so a text with half a million findings that do
+    not overlap costs a sort, not a quadratic insertion.
     """
+    kept: list[_Candidate] = []
+    for chat in (False, True):
+        group: list[_Candidate] = []
+        reach = -1
+        for it in sorted((it for it in items if (it[3].kind == "chat") is chat), key=lambda it: (it[1], it[2])):
+            if group and it[1] >= reach:
+                kept.extend(group if len(group) == 1 else _strongest_first(group))
+                group = []
+            group.append(it)
+            reach = max(reach, it[2]) if len(group) > 1 else it[2]
+        if group:
+            kept.extend(group if len(group) == 1 else _strongest_first(group))
+    kept.sort(key=lambda it: (it[1], it[2], it[3].id))
+    return kept
+
+
+def _strongest_first(items: list[_Candidate]) -> list[_Candidate]:
     items.sort(key=lambda it: (it[0], -it[1], it[3].id), reverse=True)
     kept: list[_Candidate] = []
-    taken: dict[bool, list[tuple[int, int]]] = {True: [], False: []}
+    spans: list[tuple[int, int]] = []
     for it in items:
         start, end = it[1], it[2]
-        spans = taken[it[3].kind == "chat"]
         j = bisect_left(spans, (start, end))
         if (j > 0 and spans[j - 1][1] > start) or (j < len(spans) and spans[j][0] < end):
             continue
         insort(spans, (start, end))
         kept.append(it)
-    kept.sort(key=lambda it: (it[1], it[2], it[3].id))
     return kept
 
 
