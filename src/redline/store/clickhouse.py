@@ -306,8 +306,9 @@ def _event(r: Sequence[Any]) -> AuditEvent:
         error=error, redacted_prompt=prompt)
 
 
-def _range(since: datetime | None, until: datetime | None) -> tuple[list[str], dict[str, Any]]:
-    """Conditions on both ``ts`` (so the primary key and partition pruning apply) and ``ts_us`` (exact)."""
+def _range(since: datetime | None, until: datetime | None, **equal: str | None) -> tuple[list[str], dict[str, Any]]:
+    """Conditions on both ``ts`` (so the primary key and partition pruning apply) and ``ts_us`` (exact), and
+    ``column = value`` for each ``equal`` value given."""
     where, params = ["1 = 1"], {}  # type: list[str], dict[str, Any]
     if since is not None:
         us = to_us(since)
@@ -317,6 +318,10 @@ def _range(since: datetime | None, until: datetime | None) -> tuple[list[str], d
         us = to_us(until)
         where += ["ts <= toDateTime(%(until_s)s)", "ts_us < %(until_us)s"]
         params.update(until_s=max(0, -(-us // 1_000_000)), until_us=us)
+    for col, value in equal.items():
+        if value is not None:
+            where.append(f"{col} = %({col})s")
+            params[col] = value
     return where, params
 
 
@@ -397,13 +402,7 @@ class ClickHouseAuditStore:
 
     def events(self, since: datetime, until: datetime | None = None, *, limit: int | None = None,
                team: str | None = None, action: str | None = None) -> Iterator[AuditEvent]:
-        where, params = _range(since, until)
-        if team is not None:
-            where.append("team = %(team)s")
-            params["team"] = team
-        if action is not None:
-            where.append("action = %(action)s")
-            params["action"] = action
+        where, params = _range(since, until, team=team, action=action)
         lim = f" LIMIT {int(limit)}" if limit is not None else ""
         if limit is not None and limit <= 0:
             return
@@ -432,25 +431,14 @@ class ClickHouseAuditStore:
         return [usage_row(str(r[0]), r[1:]) for r in rows]
 
     def spend(self, since: datetime, *, key_id: str | None = None, team: str | None = None) -> float:
-        where, params = _range(since, None)
-        if key_id is not None:
-            where.append("key_id = %(key_id)s")
-            params["key_id"] = key_id
-        if team is not None:
-            where.append("team = %(team)s")
-            params["team"] = team
+        where, params = _range(since, None, key_id=key_id, team=team)
         rows = self._query(f"SELECT sum(cost_usd) FROM {self._t} WHERE {' AND '.join(where)}", params)
         return float(rows[0][0] or 0.0) if rows else 0.0
 
     def recent(self, since: datetime, *, limit: int = 100, team: str | None = None, action: str | None = None,
                key_id: str | None = None, provider: str | None = None,
                model: str | None = None) -> list[AuditEvent]:
-        where, params = _range(since, None)
-        for col, value in (("team", team), ("action", action), ("key_id", key_id), ("provider", provider),
-                           ("model", model)):
-            if value is not None:
-                where.append(f"{col} = %({col})s")
-                params[col] = value
+        where, params = _range(since, None, team=team, action=action, key_id=key_id, provider=provider, model=model)
         rows = self._query(f"SELECT {_SELECT} FROM {self._t} WHERE {' AND '.join(where)} "
                            f"ORDER BY ts_us DESC, request_id DESC LIMIT {max(0, int(limit))}", params)
         return [_event(r) for r in rows]

@@ -218,13 +218,7 @@ class SqliteAuditStore:
 
     def events(self, since: datetime, until: datetime | None = None, *, limit: int | None = None,
                team: str | None = None, action: str | None = None) -> Iterator[AuditEvent]:
-        where, params = self._range(since, until)
-        if team is not None:
-            where.append("team = ?")
-            params.append(team)
-        if action is not None:
-            where.append("action = ?")
-            params.append(action)
+        where, params = self._range(since, until, team=team, action=action)
         cols = "id, " + ", ".join(_EVENT_COLUMNS)
         last: tuple[int, int] | None = None
         remaining = limit
@@ -274,12 +268,8 @@ class SqliteAuditStore:
     def recent(self, since: datetime, *, limit: int = 100, team: str | None = None, action: str | None = None,
                key_id: str | None = None, provider: str | None = None,
                model: str | None = None) -> list[AuditEvent]:
-        where, params = self._range(since, None)
-        for col, value in (("team", team), ("action", action), ("key_id", key_id), ("provider", provider),
-                           ("model", model)):
-            if value is not None:
-                where.append(f"{col} = ?")
-                params.append(value)
+        where, params = self._range(since, None, team=team, action=action, key_id=key_id, provider=provider,
+                                    model=model)
         sql = (f"SELECT id, {', '.join(_EVENT_COLUMNS)} FROM audit_events WHERE {' AND '.join(where)} "
                "ORDER BY ts_us DESC, id DESC LIMIT ?")
         with self._db.lock:
@@ -340,13 +330,7 @@ class SqliteAuditStore:
         return out[:max(0, int(limit))]
 
     def spend(self, since: datetime, *, key_id: str | None = None, team: str | None = None) -> float:
-        where, params = self._range(since, None)
-        if key_id is not None:
-            where.append("key_id = ?")
-            params.append(key_id)
-        if team is not None:
-            where.append("team = ?")
-            params.append(team)
+        where, params = self._range(since, None, key_id=key_id, team=team)
         with self._db.lock:
             row = self._db.conn.execute(
                 f"SELECT COALESCE(SUM(cost_usd), 0) FROM audit_events WHERE {' AND '.join(where)}", params
@@ -382,7 +366,8 @@ class SqliteAuditStore:
         self.close()
 
     @staticmethod
-    def _range(since: datetime | None, until: datetime | None) -> tuple[list[str], list[Any]]:
+    def _range(since: datetime | None, until: datetime | None, **equal: str | None) -> tuple[list[str], list[Any]]:
+        """Conditions on the time range, and ``column = value`` for each ``equal`` value given."""
         where, params = ["1 = 1"], []  # type: list[str], list[Any]
         if since is not None:
             where.append("ts_us >= ?")
@@ -390,6 +375,10 @@ class SqliteAuditStore:
         if until is not None:
             where.append("ts_us < ?")
             params.append(to_us(until))
+        for col, value in equal.items():
+            if value is not None:
+                where.append(f"{col} = ?")
+                params.append(value)
         return where, params
 
 
