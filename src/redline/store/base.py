@@ -108,8 +108,9 @@ class FingerprintRow:
 GROUP_NAMES: tuple[GroupBy, ...] = ("team", "model", "provider", "key")
 
 
-def check_group(by: str) -> None:
-    if by not in GROUP_NAMES:
+def check_group(by: str | None) -> None:
+    """A grouping the stores know, or None for no grouping."""
+    if by is not None and by not in GROUP_NAMES:
         raise ValueError(f"cannot group by {by!r}: use team, model, provider or key")
 
 

@@ -447,8 +447,7 @@ class ClickHouseAuditStore:
                    by: GroupBy | None = None) -> list[tuple[datetime, UsageRow]]:
         if bucket_seconds < 1:
             raise ValueError("bucket_seconds must be at least 1")
-        if by is not None:
-            check_group(by)
+        check_group(by)
         g = _GROUP_EXPR[by] if by is not None else "''"
         width = int(bucket_seconds) * 1_000_000
         where, params = _range(since, until)
@@ -458,8 +457,7 @@ class ClickHouseAuditStore:
 
     def findings(self, since: datetime, until: datetime | None = None, *,
                  by: GroupBy | None = None) -> list[FindingRow]:
-        if by is not None:
-            check_group(by)
+        check_group(by)
         g = _GROUP_EXPR[by] if by is not None else "''"
         where, params = _range(since, until)
         rows = self._query(f"SELECT {g} AS g, ft, sum(fc) AS n, count() FROM {self._t} "

@@ -280,8 +280,7 @@ class SqliteAuditStore:
                    by: GroupBy | None = None) -> list[tuple[datetime, UsageRow]]:
         if bucket_seconds < 1:
             raise ValueError("bucket_seconds must be at least 1")
-        if by is not None:
-            check_group(by)
+        check_group(by)
         g = f"COALESCE({_GROUP_COLUMNS[by]}, '-')" if by is not None else "''"
         width = int(bucket_seconds) * 1_000_000
         where, params = self._range(since, until)
@@ -293,8 +292,7 @@ class SqliteAuditStore:
 
     def findings(self, since: datetime, until: datetime | None = None, *,
                  by: GroupBy | None = None) -> list[FindingRow]:
-        if by is not None:
-            check_group(by)
+        check_group(by)
         g = f"COALESCE(a.{_GROUP_COLUMNS[by]}, '-')" if by is not None else "''"
         where, params = self._range(since, until)
         where = [w.replace("ts_us", "a.ts_us") for w in where]
