@@ -241,6 +241,15 @@ while True:
 """
 
 
+def start_upstream(procs: list[subprocess.Popen[bytes]]) -> tuple[subprocess.Popen[bytes], int]:
+    """Start the local OpenAI-compatible stand-in (added to ``procs``); return it and the port it listens on."""
+    up = subprocess.Popen([sys.executable, "-c", UPSTREAM_MAIN.format(root=str(ROOT))], stdout=subprocess.PIPE,
+                          start_new_session=True)
+    procs.append(up)
+    assert up.stdout is not None
+    return up, int(up.stdout.readline())
+
+
 def gateway_config(upstream_port: int, tmp: Path) -> Path:
     cfg = {
         "providers": [{"name": "local", "base_url": f"http://127.0.0.1:{upstream_port}/v1"}],
@@ -341,11 +350,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="redline-gwbench-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up = subprocess.Popen([sys.executable, "-c", UPSTREAM_MAIN.format(root=str(ROOT))], stdout=subprocess.PIPE,
-                              start_new_session=True)
-        procs.append(up)
-        assert up.stdout is not None
-        up_port = int(up.stdout.readline())
+        up, up_port = start_upstream(procs)
 
         from redline.store.sqlite import SqliteKeyStore
 

@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gateway_bench import (  # noqa: E402
-    UPSTREAM_MAIN,
     Conn,
     Target,
     gateway_config,
@@ -37,6 +36,7 @@ from gateway_bench import (  # noqa: E402
     proc_cpu_seconds,
     prompt_2kb,
     start,
+    start_upstream,
     stop,
     thread_cpu_seconds,
 )
@@ -212,11 +212,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="redline-gwprof-"))
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        up = subprocess.Popen([sys.executable, "-c", UPSTREAM_MAIN.format(root=str(ROOT))], stdout=subprocess.PIPE,
-                              start_new_session=True)
-        procs.append(up)
-        assert up.stdout is not None
-        up_port = int(up.stdout.readline())
+        up, up_port = start_upstream(procs)
         if args.stages:
             stages(prompt, 500, up_port)
         from gateway_bench import free_port
