@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from redline.engine import Rule, builtin_rules
-from redline.engine.matcher import ascii_bytes
-from redline.engine.textview import TextView
+from redline.engine.textview import TextView, ascii_bytes
 
 RULES = builtin_rules()
 

@@ -10,40 +10,24 @@ patterns keep their meaning. The pure-``re`` backend anchors rules at their keyw
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import logging
 import os
 import re
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 from redline.engine.rules import PATTERN_FLAGS, Rule, match_width, parse_pattern
 
 log = logging.getLogger("redline.engine")
+# The real text of ``[lo, hi)`` of a text that holds stand-ins (``Chunk.real``).
+Real = Callable[[int, int], str]
 
 BACKEND_ENV = "REDLINE_BACKEND"
 # The regular expression parser is private API; without it, class expressions are simply not used.
 _C: Any = getattr(re, "_constants", None)
-_SUB = "\x1a"
-
-
-def _sub_errors(exc: UnicodeError) -> tuple[str, int]:
-    if isinstance(exc, UnicodeEncodeError):
-        return _SUB * (exc.end - exc.start), exc.end
-    raise exc
-
-
-codecs.register_error("redline-sub", _sub_errors)
-
-
-def ascii_bytes(text: str) -> bytes:
-    """One byte per character: non-ASCII characters become 0x1a."""
-    return text.encode("ascii", "redline-sub")
-
-
 def asciify_pattern(pattern: str) -> str:
     return "".join(c if ord(c) < 128 else "\\x1a" for c in pattern)
 
@@ -75,8 +59,9 @@ class Located(NamedTuple):
 class Matcher(Protocol):
     name: str
 
-    def locate(self, text: str, data: bytes) -> Located:
-        """Where rules may match in ``text`` (``data`` is the same as :func:`ascii_bytes`)."""
+    def locate(self, text: str, data: bytes, real: Real | None = None) -> Located:
+        """Where rules may match in ``text`` (``data`` is the same as :func:`ascii_bytes`). ``real`` gives the
+        real text of a part when ``text`` holds stand-ins for non-ASCII characters (see ``Chunk``)."""
         ...
 
 
@@ -98,10 +83,10 @@ class ReMatcher:
         self._finder = _WordFinder([w for ws in (*self._context.values(), *self._keywords.values())
                                     for w in ws[1]])
 
-    def locate(self, text: str, data: bytes) -> Located:
+    def locate(self, text: str, data: bytes, real: Real | None = None) -> Located:
         low = data.lower()
         found: dict[bytes, list[int]] = {}
-        other = self._finder.find(text, data)
+        other = self._finder.find(text, data, real)
 
         def at(word: bytes | str) -> list[int]:
             if isinstance(word, str):
@@ -143,12 +128,14 @@ class _WordFinder:
         self.rx = re.compile("|".join(map(re.escape, ordered)) or "(?!)", re.IGNORECASE)
         self.prefixes = {w: [v for v in ordered if w.startswith(v)] for w in ordered}
 
-    def find(self, text: str, data: bytes) -> dict[str, list[int]]:
-        return _non_ascii_words(text, data, self.rx, self.prefixes) if self.words and not text.isascii() else {}
+    def find(self, text: str, data: bytes, real: Real | None = None) -> dict[str, list[int]]:
+        if not self.words or (real is None and text.isascii()):
+            return {}
+        return _non_ascii_words(text, data, self.rx, self.prefixes, real)
 
 
 def _non_ascii_words(
-    text: str, data: bytes, rx: re.Pattern[str], prefixes: dict[str, list[str]]
+    text: str, data: bytes, rx: re.Pattern[str], prefixes: dict[str, list[str]], real: Real | None = None
 ) -> dict[str, list[int]]:
     """Start offsets of each non-ASCII word, overlapping ones included: ``rx`` is their alternation, longest
     first, so where it finds a word the shorter words starting there are its ``prefixes`` (looked up in
@@ -163,11 +150,12 @@ def _non_ascii_words(
         ls = rfind(b"\n", 0, pos) + 1
         le = find(b"\n", pos)
         le = n if le == -1 else le
-        m = rx.search(text, ls, le)
+        line, base = (real(ls, le), ls) if real is not None else (text, 0)
+        m = rx.search(line, ls - base, le - base)
         while m is not None:
             for word in prefixes.get(m.group().lower(), ()):
-                out.setdefault(word, []).append(m.start())
-            m = rx.search(text, m.start() + 1, le)
+                out.setdefault(word, []).append(m.start() + base)
+            m = rx.search(line, m.start() + 1, le - base)
         pos = find(b"\x1a", le)
     return out
 
@@ -299,7 +287,7 @@ class HyperscanMatcher:
             self._db = self._load_or_compile(exprs, ids, flags, rules)
             self._scratch = hs.Scratch(self._db)
 
-    def locate(self, text: str, data: bytes) -> Located:
+    def locate(self, text: str, data: bytes, real: Real | None = None) -> Located:
         n = self._n
         ends: dict[int, list[int]] = {}
 
@@ -318,8 +306,8 @@ class HyperscanMatcher:
             self._class_db.scan(data.translate(_CLASS_TABLE), match_event_handler=on_match,
                                 scratch=self._class_scratch)
         located = Located({}, {}, set(self._always))
-        if (self._text_context or self._text_keywords) and not text.isascii():
-            at = self._text_finder.find(text, data)
+        if (self._text_context or self._text_keywords) and (real is not None or not text.isascii()):
+            at = self._text_finder.find(text, data, real)
             for i, words in self._text_context.items():
                 hits = [p + len(w) for w in words for p in at.get(w, ())]
                 if hits:

@@ -46,6 +46,60 @@ def match_width(rule: Rule) -> int | None:
     return int(hi) if hi <= WINDOW_MAX else None
 
 
+@functools.lru_cache(maxsize=4096)
+def uniform(pattern: str) -> bool:
+    """Whether the pattern cannot tell the stand-in ``\\x1a`` from any non-ASCII character, so that it finds
+    the same matches in a text where every non-ASCII character is replaced by it (see ``Chunk``).
+
+    Patterns compile in ASCII mode: classes, ``\\w``, ``\\b`` and case folding then treat every non-ASCII
+    character alike, and like ``\\x1a``. What breaks that is naming one of them (a literal or range with
+    non-ASCII characters or ``\\x1a``) or a back-reference (two different characters would compare equal).
+    """
+    parsed = parse_pattern(pattern)
+    return parsed is not None and _uniform_ops(parsed.data)
+
+
+def _uniform_ops(ops: Any) -> bool:
+    c = re._constants  # type: ignore[attr-defined]
+    for op, av in ops:
+        if op in (c.LITERAL, c.NOT_LITERAL):
+            if not _plain(av):
+                return False
+        elif op is c.IN:
+            for item_op, item in av:
+                if item_op is c.LITERAL and not _plain(item):
+                    return False
+                if item_op is c.RANGE and (item[1] >= 0x80 or item[0] <= 0x1A <= item[1]):
+                    return False
+                if item_op not in (c.LITERAL, c.RANGE, c.CATEGORY, c.NEGATE):
+                    return False
+        elif op is c.SUBPATTERN:
+            if not _uniform_ops(av[3].data):
+                return False
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            if not _uniform_ops(av[2].data):
+                return False
+        elif op in (c.ASSERT, c.ASSERT_NOT):
+            if not _uniform_ops(av[1].data):
+                return False
+        elif op is c.ATOMIC_GROUP:
+            if not _uniform_ops(av.data):
+                return False
+        elif op is c.BRANCH:
+            if not all(_uniform_ops(b.data) for b in av[1]):
+                return False
+        elif op is c.GROUPREF_EXISTS:
+            if not all(_uniform_ops(b.data) for b in av[1:] if b is not None):
+                return False
+        elif op not in (c.ANY, c.AT):
+            return False
+    return True
+
+
+def _plain(code: int) -> bool:
+    return code < 0x80 and code != 0x1A
+
+
 class RuleError(ValueError):
     """A rule file is wrong. The message names the file, the line and what to change."""
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
-from redline.engine.matcher import Matcher, ascii_bytes, make_matcher
+from redline.engine.matcher import Matcher, make_matcher
 from redline.engine.rules import (
     Rule,
     RuleError,
@@ -24,8 +24,9 @@ from redline.engine.rules import (
     load_rule_paths,
     match_width,
     parse_pattern,
+    uniform,
 )
-from redline.engine.textview import TextView
+from redline.engine.textview import Chunk, TextView, ascii_bytes
 
 MAX_LINE_CHARS = 1024 * 1024
 STREAM_CHUNK_CHARS = 4 * 1024 * 1024
@@ -39,12 +40,23 @@ _SPEAKER = re.compile(
 )
 _TIMESTAMP_LINE = re.compile(r"[ \t]*(?:\[?\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}|(?:INFO|WARN|ERROR|DEBUG)\b)")
 _MAX_TRANSCRIPT_CHARS = 256 * 1024
-_MESSAGE_TEXT = re.compile(r'"(?:content|text)"\s*:\s*"(?:[^"\\]|\\.)')
+# JSON whitespace is ASCII; in ASCII mode the pattern also reads text with stand-ins as it reads the real one.
+_MESSAGE_TEXT = re.compile(r'"(?:content|text)"\s*:\s*"(?:[^"\\]|\\.)', re.ASCII)
+# How far before a window rules may look behind (lookbehinds are short; this is a generous bound): a rule
+# that runs on the real text of a part gets that much text before it.
+_BEHIND = 1024
 
 
-def _context_near(ctx: re.Pattern[str], text: str, lo: int, hi: int) -> bool:
-    """A context word starts in ``[lo, hi)``; its boundaries are judged on the whole text, not the window."""
-    m = ctx.search(text, lo, min(len(text), hi + 80))
+def _context_near(ctx: re.Pattern[str], chunk: Chunk, lo: int, hi: int) -> bool:
+    """A context word starts in ``[lo, hi)``; its boundaries are judged on the whole text, not the window.
+    Context words may be non-ASCII and match case-insensitively beyond ASCII: stand-ins are replaced first."""
+    text = chunk.text
+    end = min(len(text), hi + 80)
+    if chunk.positions and chunk.has_stand_ins(max(0, lo - 1), end):
+        base = max(0, lo - 8)
+        m = ctx.search(chunk.real(base, end), lo - base)
+        return m is not None and m.start() + base < hi
+    m = ctx.search(text, lo, end)
     return m is not None and m.start() < hi
 
 
@@ -120,8 +132,10 @@ def _json_container_end(text: str, open_pos: int, limit: int) -> int:
     return -1
 
 
-def _transcript_end(text: str, start: int) -> tuple[int, int, int]:
+def _transcript_end(chunk: Chunk, start: int) -> tuple[int, int, int]:
     """Extend a transcript from its first speaker line: (end, turns, distinct speakers)."""
+    text = chunk.text
+    sparse = bool(chunk.positions)
     pos = start
     n = len(text)
     limit = min(n, start + _MAX_TRANSCRIPT_CHARS)
@@ -132,7 +146,7 @@ def _transcript_end(text: str, start: int) -> tuple[int, int, int]:
     while pos < limit:
         nl = text.find("\n", pos)
         line_end = n if nl == -1 else nl
-        line = text[pos:line_end]
+        line = chunk.real(pos, line_end) if sparse else text[pos:line_end]
         m = _SPEAKER.match(line)
         if m:
             turns += 1
@@ -206,6 +220,8 @@ class Scanner:
         # Multiline rules run over the whole text, from the first occurrence of their literal prefix (str.find
         # is much faster than the regex engine's own prefix search).
         self._prefix = [_literal_prefix(r.regex.pattern) if r.multiline else None for r in self.rules]
+        # Rules that run on text with stand-ins for non-ASCII characters as on the real text.
+        self._uniform = [uniform(r.pattern) for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -226,45 +242,52 @@ class Scanner:
 
     def scan_text(self, text: str) -> list[Finding]:
         """Findings in ``text``, sorted by start; offsets are character offsets into ``text``."""
-        if not text:
+        return self.scan_chunk(Chunk(text))
+
+    def scan_bytes(self, data: bytes) -> list[Finding]:
+        """Scan UTF-8 bytes; invalid bytes count as one character each (offsets are into the decoded text)."""
+        return self.scan_chunk(Chunk.from_bytes(data))
+
+    def scan_chunk(self, chunk: Chunk) -> list[Finding]:
+        """Findings in ``chunk`` (see :meth:`Chunk.from_bytes`); offsets are character offsets into its text."""
+        if not chunk.text:
             return []
-        view = TextView(text, decode_json=self.decode_json)
-        vtext = view.text
-        located = self.matcher.locate(vtext, ascii_bytes(vtext))
-        rules, widths, n = self.rules, self._width, len(vtext)
+        view = TextView(chunk, decode_json=self.decode_json)
+        vchunk = view.chunk
+        vtext = vchunk.text
+        located = self.matcher.locate(vtext, ascii_bytes(vtext), vchunk.real if vchunk.positions else None)
+        widths, n = self._width, len(vtext)
         found = _Found()
         # Every match lies within its rule's width (plus slack) of an anchor, so the regex runs only there:
         # in merged windows for rules of bounded width, else on the lines around the anchors.
         for i, anchors in located.anchors.items():
             width = widths[i]
             if width is not None:
-                self._extract_windows(rules[i], vtext, anchors, width + located.slack[i], found)
+                self._extract_windows(i, vchunk, anchors, width + located.slack[i], found)
             else:
                 for ls, le in _lines_near(vtext, anchors, located.slack[i]):
-                    self._extract(rules[i], vtext, ls, le, found)
+                    self._extract(i, vchunk, ls, le, found)
         for i in sorted(located.whole):
             prefix = self._prefix[i]
-            start = vtext.find(prefix) if prefix is not None else 0
+            start = 0
+            if prefix is not None and (prefix.isascii() or not vchunk.positions):
+                start = vtext.find(prefix)
             if start != -1:
-                self._extract(rules[i], vtext, start, n, found)
+                self._extract(i, vchunk, start, n, found)
         return self._finish(found, view) if found else []
-
-    def scan_bytes(self, data: bytes) -> list[Finding]:
-        """Scan UTF-8 bytes; invalid bytes count as one character each (offsets are into the decoded text)."""
-        return self.scan_text(data.decode("utf-8", "surrogateescape"))
 
     def scan_stream(self, stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Finding]:
         """Scan a stream in chunks cut at newlines, with bounded memory; offsets are absolute."""
         base = 0
-        for chunk in iter_text_chunks(stream, chunk_chars):
-            for f in self.scan_text(chunk):
+        for chunk in iter_chunks(stream, chunk_chars):
+            for f in self.scan_chunk(chunk):
                 yield f.shifted(base)
             base += len(chunk)
 
     # -- internals ------------------------------------------------------------------------------------------
 
     def _extract_windows(
-        self, rule: Rule, text: str, anchors: list[int], reach: int, out: _Found,
+        self, i: int, chunk: Chunk, anchors: list[int], reach: int, out: _Found,
     ) -> None:
         """Run the rule's regex only within ``reach`` characters of an anchor.
 
@@ -273,7 +296,7 @@ class Scanner:
         window's end so that lookaheads behave as on the whole text. The findings are therefore exactly those
         of running over the whole text.
         """
-        n = len(text)
+        n = len(chunk.text)
         windows: list[list[int]] = []
         for p in sorted(anchors):
             lo, hi = max(0, p - reach), min(n, p + reach)
@@ -282,17 +305,25 @@ class Scanner:
             else:
                 windows.append([lo, hi])
         for lo, hi in windows:
-            self._extract(rule, text, lo, min(n, hi + _LOOKAHEAD), out, stop=hi)
+            self._extract(i, chunk, lo, min(n, hi + _LOOKAHEAD), out, stop=hi)
 
-    def _extract(
-        self, rule: Rule, text: str, a: int, b: int, out: _Found, stop: int | None = None
-    ) -> None:
+    def _extract(self, i: int, chunk: Chunk, a: int, b: int, out: _Found, stop: int | None = None) -> None:
+        rule = self.rules[i]
         group = rule.value_group
         extend = rule.extend
-        for m in rule.regex.finditer(text, a, b):
-            if stop is not None and m.start() >= stop:
+        text = chunk.text
+        sparse = bool(chunk.positions)
+        # A rule that tells non-ASCII characters apart runs on the real text of the part, with room behind it
+        # for lookbehinds; offsets in it are shifted by ``base``.
+        subject, base = text, 0
+        if sparse and not self._uniform[i] and chunk.has_stand_ins(max(0, a - _BEHIND), b):
+            base = max(0, a - _BEHIND)
+            subject = chunk.real(base, b)
+        for m in rule.regex.finditer(subject, a - base, b - base):
+            start, end = m.start() + base, m.end() + base
+            if stop is not None and start >= stop:
                 break
-            if extend is not None and m.start() < out.covered.get(rule.id, -1):
+            if extend is not None and start < out.covered.get(rule.id, -1):
                 # Inside a conversation this rule already extended over (the next speaker line of a
                 # transcript): extending again would only find a part of it, at a cost that grows with
                 # the length of the conversation for every turn in it.
@@ -300,36 +331,38 @@ class Scanner:
             vs, ve = m.span(group)
             if vs < 0 or vs == ve:
                 continue
+            vs, ve = vs + base, ve + base
             confidence = rule.confidence
             ctx = rule.context_regex
             if ctx is not None and extend is None:
                 # Before the validators: a context word is found by one small search, a validator such as
                 # phone number parsing costs far more, and a required word missing ends it either way.
                 w = rule.context_window
-                if not (_context_near(ctx, text, max(0, vs - w), vs) or _context_near(ctx, text, ve, ve + w)):
+                if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
                     if rule.confidence_without_context is None:
                         continue
                     confidence = rule.confidence_without_context
                 ctx = None
-            value = text[vs:ve]
+            value = chunk.real(vs, ve) if sparse else text[vs:ve]
             if not rule.accepts(value):
                 continue
             if extend is not None:
-                ext = self._extend(rule, text, m.start(), m.end(), out)
+                ext = self._extend(rule, chunk, start, end, out)
                 if ext is None:
                     continue
-                vs, ve = m.start(), ext
+                vs, ve = start, ext
                 out.covered[rule.id] = ext
             if ctx is not None:
                 w = rule.context_window
-                if not (_context_near(ctx, text, max(0, vs - w), vs) or _context_near(ctx, text, ve, ve + w)):
+                if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
                     if rule.confidence_without_context is None:
                         continue
                     confidence = rule.confidence_without_context
             out.append((rule, vs, ve, confidence))
 
     @staticmethod
-    def _extend(rule: Rule, text: str, start: int, end: int, found: _Found) -> int | None:
+    def _extend(rule: Rule, chunk: Chunk, start: int, end: int, found: _Found) -> int | None:
+        text = chunk.text
         if rule.extend == "json-container":
             brackets = [p for p in (text.find("[", start, end), text.find("{", start, end)) if p != -1]
             if not brackets:
@@ -349,7 +382,7 @@ class Scanner:
             return close
         if rule.extend == "transcript":
             # The first turn may follow a log prefix on its line; the next turns start their own lines.
-            t_end, turns, speakers = _transcript_end(text, start)
+            t_end, turns, speakers = _transcript_end(chunk, start)
             if turns < rule.min_turns or speakers < min(2, rule.min_turns):
                 return None
             return t_end
@@ -361,7 +394,8 @@ class Scanner:
         Overlaps are resolved on the decoded view: mapping to raw offsets keeps order and never merges two
         characters, so spans overlap in one exactly when they overlap in the other.
         """
-        vtext = view.text
+        vchunk = view.chunk
+        sparse = bool(vchunk.positions)
         raw = view.raw
         candidates: list[_Candidate] = [
             ((rule.priority, ve - vs, CONFIDENCE_RANK[confidence]), vs, ve, rule, vs, ve, confidence)
@@ -383,7 +417,7 @@ class Scanner:
                     allowed = raw.find(ALLOW_MARKER, line_start, line_end) != -1
                 if allowed:
                     continue
-            value = vtext[vs:ve]
+            value = vchunk.real(vs, ve) if sparse else vchunk.text[vs:ve]
             fp = self.fingerprint(value)
             if fp in self.baseline:
                 continue
@@ -454,6 +488,18 @@ def _strongest_first(items: list[_Candidate]) -> list[_Candidate]:
 
 def iter_text_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[str]:
     """Yield text chunks that end at a newline (except the last), each about ``chunk_chars`` long."""
+    for chunk in _pieces(stream, chunk_chars):
+        yield chunk if isinstance(chunk, str) else str(chunk, "utf-8", "surrogateescape")
+
+
+def iter_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Chunk]:
+    """Like :func:`iter_text_chunks`, as :class:`Chunk` s: bytes that are ASCII but for a few characters are
+    held sparse (see ``Chunk.from_bytes``), which is how the scanner reads them fastest."""
+    for chunk in _pieces(stream, chunk_chars):
+        yield Chunk(chunk) if isinstance(chunk, str) else Chunk.from_bytes(chunk)
+
+
+def _pieces(stream: IO[str] | IO[bytes], chunk_chars: int) -> Iterator[str | bytes]:
     first = stream.read(chunk_chars)
     if isinstance(first, bytes):
         yield from _byte_chunks(stream, first, chunk_chars)  # type: ignore[arg-type]
@@ -474,9 +520,9 @@ def iter_text_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUN
         yield pending
 
 
-def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[str]:
-    """Cut at newlines in the bytes, then decode each piece once: a newline byte never sits inside a UTF-8
-    sequence, so the pieces decode exactly as the whole would, without copying text around."""
+def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[bytes]:
+    """Cut at newlines in the bytes, so that each piece decodes on its own: a newline byte never sits inside
+    a UTF-8 sequence, so the pieces decode exactly as the whole would."""
     tail = b""
     while data:
         buf = tail + data if tail else data
@@ -492,11 +538,11 @@ def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[s
             while start > len(buf) - 4 and buf[start] & 0xC0 == 0x80:
                 start -= 1
             cut = start - 1 if start > 0 else len(buf) - 1
-        yield str(memoryview(buf)[: cut + 1], "utf-8", "surrogateescape")
+        yield buf[: cut + 1] if cut + 1 < len(buf) else buf
         tail = buf[cut + 1:]
         data = stream.read(chunk_bytes)
     if tail:
-        yield tail.decode("utf-8", "surrogateescape")
+        yield tail
 
 
 _DEFAULT: Scanner | None = None

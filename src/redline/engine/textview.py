@@ -7,9 +7,122 @@ back so that offsets always point into the raw text the user has.
 
 from __future__ import annotations
 
+import codecs
 import re
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from itertools import accumulate
+
+STAND_IN = "\x1a"
+
+
+def _stand_in_errors(exc: UnicodeError) -> tuple[str, int]:
+    if isinstance(exc, UnicodeEncodeError):
+        return STAND_IN * (exc.end - exc.start), exc.end
+    raise exc
+
+
+codecs.register_error("redline-sub", _stand_in_errors)
+
+
+def ascii_bytes(text: str) -> bytes:
+    """One byte per character: non-ASCII characters become the stand-in 0x1a."""
+    return text.encode("ascii", "redline-sub")
+
+# Continuation bytes of UTF-8 are dropped and every other non-ASCII byte becomes the stand-in: valid UTF-8
+# then turns into one byte per character.
+_NON_ASCII_TO_STAND_IN = bytes(c if c < 0x80 else 0x1a for c in range(256))
+_CONTINUATION = bytes(range(0x80, 0xC0))
+# Above this share of non-ASCII characters, holding the real text whole is cheaper than patching it in.
+SPARSE_MAX_SHARE = 1 / 1024
+
+
+class Chunk:
+    """Text as the scanner holds it. ``text`` has one character for each character of the real text; in a
+    sparse chunk each non-ASCII character is the stand-in ``\x1a`` and the real ones are kept aside at
+    ``positions``. A log that is ASCII but for a few names or a line of Chinese then stays a one-byte string
+    (Python widens a whole string for one wide character, and every pass over it costs twice as much), and
+    rules whose patterns cannot tell a stand-in from a real character run on it unchanged (see
+    ``rules.uniform``); :meth:`real` gives the real text of any part.
+    """
+
+    __slots__ = ("chars", "positions", "text")
+
+    def __init__(self, text: str, positions: list[int] | None = None, chars: list[str] | None = None) -> None:
+        self.text = text
+        self.positions: list[int] = positions or []
+        self.chars: list[str] = chars or []
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    @property
+    def sparse(self) -> bool:
+        return bool(self.positions)
+
+    def has_stand_ins(self, lo: int, hi: int) -> bool:
+        """Whether ``text[lo:hi]`` holds a stand-in for a real character."""
+        pos = self.positions
+        if not pos:
+            return False
+        k = bisect_left(pos, lo)
+        return k < len(pos) and pos[k] < hi
+
+    def real(self, lo: int, hi: int) -> str:
+        """The real text of ``[lo, hi)``."""
+        text, pos = self.text, self.positions
+        if not pos:
+            return text[lo:hi]
+        i, j = bisect_left(pos, lo), bisect_left(pos, hi)
+        if i == j:
+            return text[lo:hi]
+        parts = []
+        prev = lo
+        chars = self.chars
+        for k in range(i, j):
+            p = pos[k]
+            parts.append(text[prev:p])
+            parts.append(chars[k])
+            prev = p + 1
+        parts.append(text[prev:hi])
+        return "".join(parts)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_share: float = SPARSE_MAX_SHARE) -> Chunk:
+        """Decode UTF-8 (invalid bytes as one character each, ``surrogateescape``), sparse when at most
+        ``max_share`` of the bytes belong to non-ASCII characters."""
+        if data.isascii():
+            return cls(data.decode("ascii"))
+        view = data.translate(_NON_ASCII_TO_STAND_IN, _CONTINUATION)
+        if len(data) - len(view) > len(data) * max_share:
+            return cls(data.decode("utf-8", "surrogateescape"))
+        positions: list[int] = []
+        chars: list[str] = []
+        find, rfind, dfind = view.find, view.rfind, data.find
+        shift = 0  # continuation bytes before the current line: data offset minus view offset
+        pos = find(b"\x1a")
+        while pos != -1:
+            ls = rfind(b"\n", 0, pos) + 1
+            le = find(b"\n", pos)
+            le = len(view) if le == -1 else le
+            dle = dfind(b"\n", ls + shift)
+            dle = len(data) if dle == -1 else dle
+            line = data[ls + shift:dle].decode("utf-8", "surrogateescape")
+            if len(line) != le - ls:
+                # Invalid UTF-8 that the byte mapping above counts differently: decode it all.
+                return cls(data.decode("utf-8", "surrogateescape"))
+            p = pos
+            while p != -1:
+                c = line[p - ls]
+                if c != STAND_IN:
+                    positions.append(p)
+                    chars.append(c)
+                p = find(b"\x1a", p + 1, le)
+            shift = dle - le
+            pos = find(b"\x1a", le)
+        if shift != len(data) - len(view):  # a stray continuation byte on an ASCII line
+            return cls(data.decode("utf-8", "surrogateescape"))
+        return cls(view.decode("ascii"), positions, chars)
+
 
 _UNICODE = re.compile(r"\\u([0-9a-fA-F]{4})")
 # Split a raw line into [text, escape, text, escape, ..., text]; each escape decodes to one character.
@@ -58,18 +171,30 @@ class TextView:
     """``text`` is what rules see; :meth:`to_raw` maps an offset in it to an offset in ``raw``.
 
     Only lines holding a backslash are decoded; the others are shared between raw and view unchanged, so
-    the cost follows the number of escaped lines, not the size of the text.
+    the cost follows the number of escaped lines, not the size of the text. ``chunk`` is the view as a
+    :class:`Chunk`: when the raw text is ASCII or sparse, the view stays so (``\\u4e2d`` decodes to a stand-in
+    and its real character is kept aside), so that one escaped character does not widen the whole text.
     """
 
-    __slots__ = ("_changed", "_line_maps", "_view_starts", "identity", "raw", "text")
+    __slots__ = ("_changed", "_line_maps", "_view_starts", "chunk", "identity", "raw", "text")
 
-    def __init__(self, raw: str, *, decode_json: bool = True) -> None:
+    def __init__(self, raw: str | Chunk, *, decode_json: bool = True, narrow: bool = True) -> None:
+        source = raw if isinstance(raw, Chunk) else Chunk(raw)
+        raw = source.text
         self.raw = raw
         self.identity = True
         self.text = raw
+        self.chunk = source
         pos = raw.find("\\") if decode_json else -1
         if pos == -1:
             return
+        # Keep the view one byte per character when the raw text is (a stand-in form of) ASCII.
+        narrow = narrow and raw.isascii()
+        limit = max(256, len(raw) >> 10)
+        old_pos, old_chars = source.positions, source.chars
+        positions: list[int] = []
+        chars: list[str] = []
+        k = 0  # next real character of the raw chunk to carry over
         pieces: list[str] = []
         # One entry per decoded line: (raw start, raw end, view start, view end).
         changed: list[tuple[int, int, int, int]] = []
@@ -81,21 +206,46 @@ class TextView:
             le = find("\n", pos)
             if le == -1:
                 le = len(raw)
-            line = raw[ls:le]
+            line = source.real(ls, le) if old_pos else raw[ls:le]
             decoded = _decode_line(line)
             if len(decoded) != len(line):
+                vs = ls + shift
+                while k < len(old_pos) and old_pos[k] < ls:
+                    positions.append(old_pos[k] + shift)
+                    chars.append(old_chars[k])
+                    k += 1
+                while k < len(old_pos) and old_pos[k] < le:
+                    k += 1  # re-found in the decoded line below
+                if narrow and not decoded.isascii():
+                    stand_ins = decoded.encode("ascii", "redline-sub")
+                    p = stand_ins.find(b"\x1a")
+                    while p != -1:
+                        if decoded[p] != STAND_IN:
+                            positions.append(vs + p)
+                            chars.append(decoded[p])
+                        p = stand_ins.find(b"\x1a", p + 1)
+                    decoded = stand_ins.decode("ascii")
+                    if len(positions) > limit:
+                        # Escaped non-ASCII text throughout: patching it in would cost more than a wide text.
+                        TextView.__init__(self, Chunk(source.real(0, len(raw))), decode_json=decode_json,
+                                          narrow=False)
+                        return
                 pieces.append(raw[prev:ls])
                 pieces.append(decoded)
-                vs = ls + shift
                 changed.append((ls, le, vs, vs + len(decoded)))
                 shift += len(decoded) - len(line)
                 prev = le
             pos = find("\\", le)
         if not changed:
             return
+        while k < len(old_pos):
+            positions.append(old_pos[k] + shift)
+            chars.append(old_chars[k])
+            k += 1
         pieces.append(raw[prev:])
         self.identity = False
         self.text = "".join(pieces)
+        self.chunk = Chunk(self.text, positions, chars)
         self._changed = changed
         self._view_starts = [c[2] for c in changed]
         self._line_maps: dict[int, _LineMap] = {}

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from redline.engine import Finding, Scanner, iter_text_chunks
+from redline.engine import Chunk, Finding, Scanner, iter_chunks
 from redline.engine.scanner import STREAM_CHUNK_CHARS
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -156,7 +156,7 @@ class _LineIndex:
 
 
 def finding_record(
-    f: Finding, path: str, index: _LineIndex, text: str, *, reveal: bool
+    f: Finding, path: str, index: _LineIndex, chunk: Chunk, *, reveal: bool
 ) -> dict[str, Any]:
     line, col = index.locate(f.start)
     end_line, end_col = index.locate(f.end)
@@ -177,7 +177,7 @@ def finding_record(
         rec["end_column"] = end_col
         rec["end"] = end_col
     if reveal:
-        rec["value"] = text[f.start:f.end]
+        rec["value"] = chunk.real(f.start, f.end)
     return rec
 
 
@@ -190,15 +190,15 @@ def scan_stream_records(
     on_chunk: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     line = 1
-    for chunk in iter_text_chunks(stream):
-        findings = scanner.scan_text(chunk)
+    for chunk in iter_chunks(stream):
+        findings = scanner.scan_chunk(chunk)
         if findings:
-            index = _LineIndex(chunk, line)
+            index = _LineIndex(chunk.text, line)
             for f in findings:
                 yield finding_record(f, path, index, chunk, reveal=reveal)
             line += index.lines()
         else:
-            line += chunk.count("\n")
+            line += chunk.text.count("\n")
         if on_chunk is not None:
             on_chunk(len(chunk))
 
