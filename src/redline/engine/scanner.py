@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
-from redline.engine.matcher import Matcher, make_matcher
+from redline.engine.matcher import Matcher, _occurrences, make_matcher
 from redline.engine.rules import (
     Rule,
     RuleError,
@@ -26,7 +26,7 @@ from redline.engine.rules import (
     parse_pattern,
     uniform,
 )
-from redline.engine.textview import Chunk, TextView, ascii_bytes
+from redline.engine.textview import Chunk, TextView
 
 MAX_LINE_CHARS = 1024 * 1024
 STREAM_CHUNK_CHARS = 4 * 1024 * 1024
@@ -79,6 +79,17 @@ def _literal_prefix(pattern: str) -> str | None:
             break
         chars.append(chr(av))
     return "".join(chars) if len(chars) >= 3 else None
+
+
+def _matches_at(regex: re.Pattern[str], text: str, starts: list[int], end: int) -> Iterator[re.Match[str]]:
+    """What ``regex.finditer(text, starts[0], end)`` yields when matches can only begin at ``starts``."""
+    after = -1
+    for p in starts:
+        if p >= after:
+            m = regex.match(text, p, end)
+            if m is not None:
+                after = max(m.end(), p + 1)
+                yield m
 
 
 def _lines_near(text: str, anchors: list[int], slack: int) -> list[tuple[int, int]]:
@@ -255,7 +266,7 @@ class Scanner:
         view = TextView(chunk, decode_json=self.decode_json)
         vchunk = view.chunk
         vtext = vchunk.text
-        located = self.matcher.locate(vtext, ascii_bytes(vtext), vchunk.real if vchunk.positions else None)
+        located = self.matcher.locate(vtext, vchunk.ascii_bytes(), vchunk.real if vchunk.positions else None)
         widths, n = self._width, len(vtext)
         found = _Found()
         # Every match lies within its rule's width (plus slack) of an anchor, so the regex runs only there:
@@ -269,11 +280,14 @@ class Scanner:
                     self._extract(i, vchunk, ls, le, found)
         for i in sorted(located.whole):
             prefix = self._prefix[i]
-            start = 0
             if prefix is not None and (prefix.isascii() or not vchunk.positions):
-                start = vtext.find(prefix)
-            if start != -1:
-                self._extract(i, vchunk, start, n, found)
+                # Every match begins with the prefix: the regex is tried there only, not searched through the
+                # rest of the text from the first one (private keys are few, their keywords frequent).
+                starts = _occurrences(vtext, prefix)
+                if starts:
+                    self._extract(i, vchunk, starts[0], n, found, starts=starts)
+            else:
+                self._extract(i, vchunk, 0, n, found)
         return self._finish(found, view) if found else []
 
     def scan_stream(self, stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Finding]:
@@ -307,7 +321,12 @@ class Scanner:
         for lo, hi in windows:
             self._extract(i, chunk, lo, min(n, hi + _LOOKAHEAD), out, stop=hi)
 
-    def _extract(self, i: int, chunk: Chunk, a: int, b: int, out: _Found, stop: int | None = None) -> None:
+    def _extract(
+        self, i: int, chunk: Chunk, a: int, b: int, out: _Found, stop: int | None = None,
+        starts: list[int] | None = None,
+    ) -> None:
+        """Run rule ``i`` over ``[a, b)``: its matches (starting before ``stop``; only at ``starts`` when given,
+        the places where every match of the rule must begin) become candidates in ``out``."""
         rule = self.rules[i]
         group = rule.value_group
         extend = rule.extend
@@ -319,7 +338,9 @@ class Scanner:
         if sparse and not self._uniform[i] and chunk.has_stand_ins(max(0, a - _BEHIND), b):
             base = max(0, a - _BEHIND)
             subject = chunk.real(base, b)
-        for m in rule.regex.finditer(subject, a - base, b - base):
+        matches = (rule.regex.finditer(subject, a - base, b - base) if starts is None
+                   else _matches_at(rule.regex, subject, [p - base for p in starts], b - base))
+        for m in matches:
             start, end = m.start() + base, m.end() + base
             if stop is not None and start >= stop:
                 break

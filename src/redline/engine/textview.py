@@ -45,12 +45,20 @@ class Chunk:
     ``rules.uniform``); :meth:`real` gives the real text of any part.
     """
 
-    __slots__ = ("chars", "positions", "text")
+    __slots__ = ("chars", "data", "positions", "text")
 
-    def __init__(self, text: str, positions: list[int] | None = None, chars: list[str] | None = None) -> None:
+    def __init__(
+        self, text: str, positions: list[int] | None = None, chars: list[str] | None = None,
+        data: bytes | None = None,
+    ) -> None:
         self.text = text
         self.positions: list[int] = positions or []
         self.chars: list[str] = chars or []
+        # ``text`` as one byte per character (what Hyperscan scans), when it came that way.
+        self.data = data
+
+    def ascii_bytes(self) -> bytes:
+        return self.data if self.data is not None else ascii_bytes(self.text)
 
     def __len__(self) -> int:
         return len(self.text)
@@ -91,7 +99,7 @@ class Chunk:
         """Decode UTF-8 (invalid bytes as one character each, ``surrogateescape``), sparse when at most
         ``max_share`` of the bytes belong to non-ASCII characters."""
         if data.isascii():
-            return cls(data.decode("ascii"))
+            return cls(data.decode("ascii"), data=data)
         view = data.translate(_NON_ASCII_TO_STAND_IN, _CONTINUATION)
         if len(data) - len(view) > len(data) * max_share:
             return cls(data.decode("utf-8", "surrogateescape"))
@@ -121,7 +129,7 @@ class Chunk:
             pos = find(b"\x1a", le)
         if shift != len(data) - len(view):  # a stray continuation byte on an ASCII line
             return cls(data.decode("utf-8", "surrogateescape"))
-        return cls(view.decode("ascii"), positions, chars)
+        return cls(view.decode("ascii"), positions, chars, view)
 
 
 _UNICODE = re.compile(r"\\u([0-9a-fA-F]{4})")
