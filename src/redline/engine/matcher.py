@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from redline.engine.rules import PATTERN_FLAGS, Rule, match_width, parse_pattern
+from redline.engine.rules import PATTERN_FLAGS, Rule, literal_prefix, match_width, parse_pattern
 
 log = logging.getLogger("redline.engine")
 # The real text of ``[lo, hi)`` of a text that holds stand-ins (``Chunk.real``).
@@ -54,6 +54,8 @@ class Located(NamedTuple):
     anchors: dict[int, list[int]]
     slack: dict[int, int]
     whole: set[int]
+    # For rules in ``whole`` whose matches all begin with a literal prefix: where it occurs.
+    starts: dict[int, list[int]]
 
 
 class Matcher(Protocol):
@@ -96,7 +98,7 @@ class ReMatcher:
                 hit = found[word] = _occurrences(low, word)
             return hit
 
-        located = Located({}, {}, set())
+        located = Located({}, {}, set(), {})
         for i, rule in enumerate(self._rules):
             ctx = self._context.get(i)
             if ctx is not None and not any(at(w) for group in ctx for w in group):
@@ -213,6 +215,7 @@ class HyperscanMatcher:
         ids: list[int] = []
         flags: list[int] = []
         self._always: set[int] = set()
+        self._prefix_len: dict[int, int] = {}
         self._needs_context = {i for i, r in enumerate(rules) if needs_context(r)}
         # Bare-value rules gated by context alone (32 hex digits, an 11-digit number): their patterns are
         # what slows Hyperscan down most, so their context words anchor them.
@@ -275,6 +278,14 @@ class HyperscanMatcher:
                     exprs.append(asciify_pattern(re.escape(kw)).encode("ascii"))
                     ids.append(i)
                     flags.append(literal_flags)
+                prefix = literal_prefix(rule.regex.pattern)
+                if prefix is not None and prefix.isascii():
+                    # Every occurrence, not just one: the rule is tried at each (a search of the text for
+                    # the prefix would cost more than Hyperscan finding it in passing).
+                    exprs.append(re.escape(prefix).encode("ascii"))
+                    ids.append(2 * n + i)
+                    flags.append(0)
+                    self._prefix_len[i] = len(prefix)
                 continue
             exprs.append(_position_expression(rule))
             flags.append(position_flags)
@@ -305,7 +316,7 @@ class HyperscanMatcher:
             # ends are the match's end or one past it: slack 1 covers both.
             self._class_db.scan(data.translate(_CLASS_TABLE), match_event_handler=on_match,
                                 scratch=self._class_scratch)
-        located = Located({}, {}, set(self._always))
+        located = Located({}, {}, set(self._always), {})
         if (self._text_context or self._text_keywords) and (real is not None or not text.isascii()):
             at = self._text_finder.find(text, data, real)
             for i, words in self._text_context.items():
@@ -323,6 +334,9 @@ class HyperscanMatcher:
                 continue
             if i in multiline:
                 located.whole.add(i)
+                length = self._prefix_len.get(i)
+                if length is not None:
+                    located.starts[i] = [e - length for e in ends.get(2 * n + i, ())]
                 continue
             if i in reach:
                 positions = _near(positions, ends[n + i], reach[i])

@@ -100,6 +100,27 @@ def _plain(code: int) -> bool:
     return code < 0x80 and code != 0x1A
 
 
+def literal_prefix(pattern: str) -> str | None:
+    """The fixed string every match begins with, if at least three characters long (case-sensitive)."""
+    parsed = parse_pattern(pattern)
+    if parsed is None or parsed.state.flags & re.IGNORECASE:
+        return None
+    ops = parsed.data
+    literal = re._constants.LITERAL  # type: ignore[attr-defined]
+    subpattern = re._constants.SUBPATTERN  # type: ignore[attr-defined]
+    while ops and ops[0][0] is subpattern:
+        _group, add_flags, _del_flags, inner = ops[0][1]
+        if add_flags & re.IGNORECASE:
+            return None
+        ops = inner.data
+    chars: list[str] = []
+    for op, av in ops:
+        if op is not literal:
+            break
+        chars.append(chr(av))
+    return "".join(chars) if len(chars) >= 3 else None
+
+
 class RuleError(ValueError):
     """A rule file is wrong. The message names the file, the line and what to change."""
 

@@ -21,9 +21,9 @@ from redline.engine.rules import (
     RuleError,
     builtin_rules,
     check_unique,
+    literal_prefix,
     load_rule_paths,
     match_width,
-    parse_pattern,
     uniform,
 )
 from redline.engine.textview import Chunk, TextView
@@ -58,27 +58,6 @@ def _context_near(ctx: re.Pattern[str], chunk: Chunk, lo: int, hi: int) -> bool:
         return m is not None and m.start() + base < hi
     m = ctx.search(text, lo, end)
     return m is not None and m.start() < hi
-
-
-def _literal_prefix(pattern: str) -> str | None:
-    """The fixed string every match begins with, if at least three characters long (case-sensitive)."""
-    parsed = parse_pattern(pattern)
-    if parsed is None or parsed.state.flags & re.IGNORECASE:
-        return None
-    ops = parsed.data
-    literal = re._constants.LITERAL  # type: ignore[attr-defined]
-    subpattern = re._constants.SUBPATTERN  # type: ignore[attr-defined]
-    while ops and ops[0][0] is subpattern:
-        _group, add_flags, _del_flags, inner = ops[0][1]
-        if add_flags & re.IGNORECASE:
-            return None
-        ops = inner.data
-    chars: list[str] = []
-    for op, av in ops:
-        if op is not literal:
-            break
-        chars.append(chr(av))
-    return "".join(chars) if len(chars) >= 3 else None
 
 
 def _matches_at(regex: re.Pattern[str], text: str, starts: list[int], end: int) -> Iterator[re.Match[str]]:
@@ -230,7 +209,7 @@ class Scanner:
         self._width = [match_width(r) for r in self.rules]
         # Multiline rules run over the whole text, from the first occurrence of their literal prefix (str.find
         # is much faster than the regex engine's own prefix search).
-        self._prefix = [_literal_prefix(r.regex.pattern) if r.multiline else None for r in self.rules]
+        self._prefix = [literal_prefix(r.regex.pattern) if r.multiline else None for r in self.rules]
         # Rules that run on text with stand-ins for non-ASCII characters as on the real text.
         self._uniform = [uniform(r.pattern) for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
@@ -279,15 +258,16 @@ class Scanner:
                 for ls, le in _lines_near(vtext, anchors, located.slack[i]):
                     self._extract(i, vchunk, ls, le, found)
         for i in sorted(located.whole):
+            # Where the rule's matches must begin (its literal prefix), when known: the regex is tried there
+            # only, not searched through the rest of the text (private keys are few, their keywords frequent).
+            starts = located.starts.get(i)
             prefix = self._prefix[i]
-            if prefix is not None and (prefix.isascii() or not vchunk.positions):
-                # Every match begins with the prefix: the regex is tried there only, not searched through the
-                # rest of the text from the first one (private keys are few, their keywords frequent).
+            if starts is None and prefix is not None and (prefix.isascii() or not vchunk.positions):
                 starts = _occurrences(vtext, prefix)
-                if starts:
-                    self._extract(i, vchunk, starts[0], n, found, starts=starts)
-            else:
+            if starts is None:
                 self._extract(i, vchunk, 0, n, found)
+            elif starts:
+                self._extract(i, vchunk, starts[0], n, found, starts=starts)
         return self._finish(found, view) if found else []
 
     def scan_stream(self, stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Finding]:
