@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from redline import synth
 from redline.engine import Chunk, Rule, Scanner
 from redline.engine.rules import uniform
-from redline.engine.textview import TextView
+from redline.engine.textview import TextView, ascii_bytes
 
 NON_ASCII = ["é", "中文", "用户：", "助手:", "SÉCURITÉ SOCIALE", "numéro", "手机号", "😀", "\u3000", "\xa0", "ſ", "K"]
 ESCAPES = ["\\u4e2d", "\\u00e9", "\\n", '\\"', "\\\\", "\\ud83d"]
@@ -52,6 +52,7 @@ def test_sparse_chunk_and_view_equal_the_decoded_text(parts: list[str], stray: l
         assert chunk.real(lo, len(text)) == text[lo:]
     wide, narrow = TextView(text, narrow=False), TextView(chunk)
     assert narrow.chunk.real(0, len(narrow.text)) == wide.text
+    assert narrow.chunk.ascii_bytes() == ascii_bytes(narrow.text)  # the byte view built alongside
     assert [narrow.to_raw(i) for i in range(len(wide.text) + 1)] == [wide.to_raw(i) for i in range(len(wide.text) + 1)]
 
 

@@ -198,6 +198,10 @@ class TextView:
             return
         # Keep the view one byte per character when the raw text is (a stand-in form of) ASCII.
         narrow = narrow and raw.isascii()
+        # The byte view is built alongside when the source came with one (see Chunk.ascii_bytes).
+        data = source.data if narrow else None
+        bpieces: list[bytes] = []
+        line_bytes: bytes | None = None
         limit = max(256, len(raw) >> 10)
         old_pos, old_chars = source.positions, source.chars
         positions: list[int] = []
@@ -233,6 +237,7 @@ class TextView:
                             chars.append(decoded[p])
                         p = stand_ins.find(b"\x1a", p + 1)
                     decoded = stand_ins.decode("ascii")
+                    line_bytes = stand_ins
                     if len(positions) > limit:
                         # Escaped non-ASCII text throughout: patching it in would cost more than a wide text.
                         TextView.__init__(self, Chunk(source.real(0, len(raw))), decode_json=decode_json,
@@ -240,6 +245,10 @@ class TextView:
                         return
                 pieces.append(raw[prev:ls])
                 pieces.append(decoded)
+                if data is not None:
+                    bpieces.append(data[prev:ls])
+                    bpieces.append(line_bytes if line_bytes is not None else decoded.encode("ascii"))
+                    line_bytes = None
                 changed.append((ls, le, vs, vs + len(decoded)))
                 shift += len(decoded) - len(line)
                 prev = le
@@ -253,7 +262,9 @@ class TextView:
         pieces.append(raw[prev:])
         self.identity = False
         self.text = "".join(pieces)
-        self.chunk = Chunk(self.text, positions, chars)
+        if data is not None:
+            bpieces.append(data[prev:])
+        self.chunk = Chunk(self.text, positions, chars, b"".join(bpieces) if data is not None else None)
         self._changed = changed
         self._view_starts = [c[2] for c in changed]
         self._line_maps: dict[int, _LineMap] = {}
