@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from redline.engine.cache import memo
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
 from redline.engine.matcher import Matcher, ascii_bytes, make_matcher
 from redline.engine.rules import (
@@ -205,7 +206,8 @@ class Scanner:
         self._width = [match_width(r) for r in self.rules]
         # Multiline rules run over the whole text, from the first occurrence of their literal prefix (str.find
         # is much faster than the regex engine's own prefix search).
-        self._prefix = [_literal_prefix(r.regex.pattern) if r.multiline else None for r in self.rules]
+        self._prefix = [memo().get("literal-prefix", r.regex_pattern, _literal_prefix, r.regex_pattern)
+                        if r.multiline else None for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
