@@ -8,7 +8,7 @@ import re
 from itertools import pairwise
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from redline.engine import Rule, RuleError, Scanner
@@ -372,6 +372,7 @@ def test_class_expression_shapes() -> None:
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300) | st.text(alphabet="aé手😀\n \udcff", max_size=120).map(
     lambda t: t.encode("utf-8", "surrogateescape")), st.integers(1, 40), st.sampled_from([1, 3, 64]))
+@example(data=b"\x00\x00\x00\xc2\x80\x80\x80\x80", size=2, max_line=1)  # a character, then stray continuation bytes
 def test_byte_chunks_decode_as_the_whole(data: bytes, size: int, max_line: int) -> None:
     """Chunks cut in the bytes (at newlines, or before a character's first byte) decode exactly as the whole."""
     import redline.engine.scanner as scanner_module

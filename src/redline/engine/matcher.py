@@ -16,9 +16,9 @@ import os
 import re
 from bisect import bisect_left
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from redline.engine.cache import cache_dir, memo
 from redline.engine.rules import PATTERN_FLAGS, Rule, literal_prefix, match_width, parse_pattern
 
 log = logging.getLogger("redline.engine")
@@ -226,10 +226,14 @@ class HyperscanMatcher:
         self._text_keywords: dict[int, tuple[str, ...]] = {}
         # Bare-value rules (no keywords: card numbers, national ids) go to a second database that scans the
         # text mapped to character classes, where their patterns become runs of literals (see class_expression).
+        # The expressions are memoized on disk (see redline.engine.cache): deriving them takes longer than
+        # loading the compiled databases.
+        facts = memo()
         classed = {
             i: expr for i, rule in enumerate(rules)
             if not rule.multiline and not rule.keywords
-            and (expr := class_expression(rule.pattern, sharp=i in self._context_only)) is not None
+            and (expr := facts.get("class", (rule.pattern, i in self._context_only), class_expression, rule.pattern,
+                                   sharp=i in self._context_only)) is not None
         }
         self._class_db: Any = None
         if classed:
@@ -278,7 +282,7 @@ class HyperscanMatcher:
                     exprs.append(asciify_pattern(re.escape(kw)).encode("ascii"))
                     ids.append(i)
                     flags.append(literal_flags)
-                prefix = literal_prefix(rule.regex.pattern)
+                prefix = memo().get("literal-prefix", rule.regex_pattern, literal_prefix, rule.regex_pattern)
                 if prefix is not None and prefix.isascii():
                     # Every occurrence, not just one: the rule is tried at each (a search of the text for
                     # the prefix would cost more than Hyperscan finding it in passing).
@@ -287,7 +291,7 @@ class HyperscanMatcher:
                     flags.append(0)
                     self._prefix_len[i] = len(prefix)
                 continue
-            exprs.append(_position_expression(rule))
+            exprs.append(facts.get("position", (rule.pattern, rule.anchor, rule.keywords), _position_expression, rule))
             flags.append(position_flags)
             ids.append(i)
         text_words = sorted({w for ws in (*self._text_context.values(), *self._text_keywords.values()) for w in ws},
@@ -358,8 +362,8 @@ class HyperscanMatcher:
         everything that went into it, so only the first run after a rule change pays."""
         hs = self._hs
         digest = hashlib.sha256(repr((exprs, ids, flags, getattr(hs, "__version__", ""))).encode()).hexdigest()
-        cache_dir = _cache_dir()
-        cache = cache_dir / f"hs-{digest[:32]}.db" if cache_dir else None
+        folder = cache_dir()
+        cache = folder / f"hs-{digest[:32]}.db" if folder else None
         if cache is not None and cache.is_file():
             try:
                 return hs.loadb(cache.read_bytes(), hs.HS_MODE_BLOCK)
@@ -406,6 +410,8 @@ def _position_expression(rule: Rule) -> bytes:
     where a value pattern such as ``[A-Za-z0-9]{16,}`` would report one per character. Other rules use their
     whole pattern. Either is cut before an open run (``[^\n]{8,}``, ``.*``), which would also report an end
     for every character it covers.
+
+    Only the rule's ``pattern``, ``anchor`` and ``keywords`` are read: they are its key in the memo.
     """
     if rule.anchor is not None:
         return rule.anchor.encode("ascii")
@@ -698,15 +704,6 @@ def class_expression(pattern: str, *, sharp: bool = False) -> bytes | None:
 _OPEN_RUN = re.compile(r"\[\^[^\]]*\](?:\*|\+|\{\d+,\})|(?<!\\)\.(?:\*|\+|\{\d+,\})")
 
 
-def _cache_dir() -> Path | None:
-    """``$REDLINE_CACHE_DIR``, else ``$XDG_CACHE_HOME/redline``, else ``~/.cache/redline``; empty disables."""
-    env = os.environ.get("REDLINE_CACHE_DIR")
-    if env is not None:
-        return Path(env) if env else None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "redline"
-
-
 def hyperscan_available() -> bool:
     try:
         import hyperscan  # noqa: F401
@@ -721,7 +718,10 @@ def make_matcher(rules: Sequence[Rule], backend: str | None = None) -> Matcher:
     if choice not in ("auto", "hyperscan", "re"):
         raise ValueError(f"unknown backend {choice!r}: use auto, hyperscan or re")
     if choice == "re" or (choice == "auto" and not hyperscan_available()):
-        return ReMatcher(rules)
-    if not hyperscan_available():
+        matcher: Matcher = ReMatcher(rules)
+    elif not hyperscan_available():
         raise ValueError("backend 'hyperscan' was asked for but the hyperscan package is not installed")
-    return HyperscanMatcher(rules)
+    else:
+        matcher = HyperscanMatcher(rules)
+    memo().save()  # the facts derived for the scanner being built (widths, expressions)
+    return matcher

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
-import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from redline.engine.cache import memo
 from redline.engine.finding import CONFIDENCES, KINDS, Confidence, Kind
 from redline.engine.validators import Validator, get_validator, not_placeholder
 
@@ -39,7 +40,11 @@ def match_width(rule: Rule) -> int | None:
     multiline rules and rules whose matches are extended)."""
     if rule.multiline or rule.extend is not None:
         return None
-    parsed = parse_pattern(rule.pattern)
+    return memo().get("width", rule.pattern, _pattern_width, rule.pattern)
+
+
+def _pattern_width(pattern: str) -> int | None:
+    parsed = parse_pattern(pattern)
     if parsed is None:  # private API: without it, rules simply run on whole lines
         return None
     _, hi = parsed.getwidth()
@@ -138,7 +143,8 @@ class Rule:
     kind: Kind
     confidence: Confidence
     pattern: str
-    regex: re.Pattern[str] = field(repr=False, compare=False)
+    # What ``regex`` is compiled from: ``pattern`` itself or fast_regex's reordering of it.
+    regex_pattern: str = field(repr=False, compare=False)
     keywords: tuple[str, ...] = ()
     anchor: str | None = None
     validator_names: tuple[str, ...] = ()
@@ -157,6 +163,18 @@ class Rule:
     examples: tuple[Example, ...] = ()
     negative_examples: tuple[str, ...] = ()
     source: str = ""
+    # The compiled regex when the caller has it at hand; else it is compiled at first use.
+    compiled: InitVar[re.Pattern[str] | None] = None
+
+    def __post_init__(self, compiled: re.Pattern[str] | None) -> None:
+        if compiled is not None:
+            self.__dict__["regex"] = compiled  # where the cached property keeps its value
+
+    @functools.cached_property
+    def regex(self) -> re.Pattern[str]:
+        """Compiled at first use: compiling every built-in pattern is a good part of start-up, and a scan
+        usually needs only some of them. Rules are checked when loaded, so this does not fail."""
+        return re.compile(self.regex_pattern, PATTERN_FLAGS)
 
     @functools.cached_property
     def context_regex(self) -> re.Pattern[str] | None:
@@ -264,23 +282,14 @@ def _parse_rule(raw: dict[str, Any], where: str) -> Rule:
     cwc = raw.get("confidence_without_context")
     if cwc is not None and cwc not in CONFIDENCES:
         raise ValueError(f"confidence_without_context must be one of {', '.join(CONFIDENCES)}")
-    try:
-        regex = re.compile(raw["pattern"], PATTERN_FLAGS)
-    except re.error as exc:
-        raise ValueError(f"pattern does not compile: {exc}") from exc
-    regex = fast_regex(raw["pattern"], regex)
-    if regex.match(""):
-        raise ValueError("pattern matches the empty string")
+    # A pattern (and anchor) checked by an earlier run of the same engine code is not compiled again here.
+    checked: list[re.Pattern[str]] = []
+    regex_pattern = memo().get("pattern", raw["pattern"], _check_pattern, raw["pattern"], checked)
     anchor = raw.get("anchor")
     if anchor is not None:
         if not isinstance(anchor, str) or not anchor.isascii():
             raise ValueError("anchor must be a string of ASCII characters")
-        try:
-            empty = re.compile(anchor, PATTERN_FLAGS).match("") is not None
-        except re.error as exc:
-            raise ValueError(f"anchor does not compile: {exc}") from exc
-        if empty:
-            raise ValueError("anchor matches the empty string")
+        memo().get("anchor", anchor, _check_anchor, anchor)
     keywords = _str_list(raw.get("keywords"), "keywords")
     if any(not k for k in keywords):
         raise ValueError("keywords must not be empty strings")
@@ -319,7 +328,7 @@ def _parse_rule(raw: dict[str, Any], where: str) -> Rule:
         kind=kind,
         confidence=confidence,
         pattern=raw["pattern"],
-        regex=regex,
+        regex_pattern=regex_pattern,
         keywords=keywords,
         anchor=anchor,
         validator_names=names,
@@ -338,26 +347,66 @@ def _parse_rule(raw: dict[str, Any], where: str) -> Rule:
         examples=tuple(examples),
         negative_examples=negatives,
         source=where,
+        compiled=checked[0] if checked else None,
     )
 
 
-def parse_rules(text: str, source: str) -> list[Rule]:
+def _check_pattern(pattern: str, compiled: list[re.Pattern[str]]) -> str:
+    """The text of the regex a rule runs (see fast_regex); raises ValueError when the pattern is unusable.
+    The regex itself is appended to ``compiled``."""
+    try:
+        regex = re.compile(pattern, PATTERN_FLAGS)
+    except re.error as exc:
+        raise ValueError(f"pattern does not compile: {exc}") from exc
+    regex = fast_regex(pattern, regex)
+    if regex.match(""):
+        raise ValueError("pattern matches the empty string")
+    compiled.append(regex)
+    return regex.pattern
+
+
+def _check_anchor(anchor: str) -> bool:
+    try:
+        empty = re.compile(anchor, PATTERN_FLAGS).match("") is not None
+    except re.error as exc:
+        raise ValueError(f"anchor does not compile: {exc}") from exc
+    if empty:
+        raise ValueError("anchor matches the empty string")
+    return True
+
+
+def _entry_id(raw: Any) -> str | None:
+    rid = raw.get("id") if isinstance(raw, dict) else None
+    return rid if isinstance(rid, str) else None
+
+
+def _load_toml(text: str, source: str) -> tuple[dict[str, Any], list[int]]:
+    """A rule file's data, and the line of each of its ``[[rules]]`` entries."""
+    import tomllib  # here: with the memo, most runs need no TOML parser
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise RuleError(f"{source}: not valid TOML: {exc}") from None
     entries = data.get("rules")
+    lines = _Lines(text)
+    return data, [lines.of(_entry_id(raw), i) for i, raw in enumerate(entries)] if isinstance(entries, list) else []
+
+
+def parse_rules(text: str, source: str) -> list[Rule]:
+    # Keyed by the text's digest: parsing TOML was a quarter of loading the built-in rules.
+    data, lines = memo().get("toml", hashlib.sha256(text.encode()).digest(), _load_toml, text, source)
+    entries = data.get("rules")
     if not isinstance(entries, list) or not entries:
         raise RuleError(f"{source}:1: no [[rules]] entries")
     rules = []
-    lines = _Lines(text)
     for i, raw in enumerate(entries):
-        rid = raw.get("id") if isinstance(raw, dict) else None
-        line = lines.of(rid if isinstance(rid, str) else None, i)
+        rid = _entry_id(raw)
+        line = lines[i]
         try:
             rules.append(_parse_rule(raw, f"{source}:{line}"))
         except ValueError as exc:
-            label = f"rule {rid!r}" if isinstance(rid, str) else f"rule #{i + 1}"
+            label = f"rule {rid!r}" if rid is not None else f"rule #{i + 1}"
             raise RuleError(f"{source}:{line}: {label}: {exc}") from None
     return rules
 
@@ -384,6 +433,7 @@ def load_rule_paths(paths: Iterable[str | Path]) -> list[Rule]:
             rules.extend(load_rule_file(path))
         else:
             raise RuleError(f"{path}: no such rule file or folder")
+    memo().save()
     return rules
 
 
@@ -400,6 +450,7 @@ def builtin_rules() -> list[Rule]:
                 rules.extend(parse_rules(child.read_text(encoding="utf-8"), f"rules/{name}"))
 
     walk(root, "")
+    memo().save()
     return rules
 
 

@@ -7,6 +7,7 @@ context words, extended for chat transcripts, then overlapping findings are reso
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from bisect import bisect_left, insort
@@ -14,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
+from redline.engine.cache import memo
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
 from redline.engine.matcher import Matcher, _occurrences, make_matcher
 from redline.engine.rules import (
@@ -207,11 +209,11 @@ class Scanner:
         # Longest possible match of each rule, when short enough: its regex then runs only in windows around
         # the anchors the matcher reports, instead of over whole (possibly very long) lines.
         self._width = [match_width(r) for r in self.rules]
-        # Multiline rules run over the whole text, from the first occurrence of their literal prefix (str.find
-        # is much faster than the regex engine's own prefix search).
-        self._prefix = [literal_prefix(r.regex.pattern) if r.multiline else None for r in self.rules]
+        # Multiline rules are tried where their literal prefix occurs, when they have one (see scan_chunk).
+        self._prefix = [memo().get("literal-prefix", r.regex_pattern, literal_prefix, r.regex_pattern)
+                        if r.multiline else None for r in self.rules]
         # Rules that run on text with stand-ins for non-ASCII characters as on the real text.
-        self._uniform = [uniform(r.pattern) for r in self.rules]
+        self._uniform = [memo().get("uniform", r.pattern, uniform, r.pattern) for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -533,12 +535,15 @@ def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[b
                 tail = buf
                 data = stream.read(chunk_bytes)
                 continue
-            # No newline for a long stretch: cut before the last character's first byte (a UTF-8 sequence has
-            # at most three continuation bytes), so that no character is split between two chunks.
-            start = len(buf) - 1
-            while start > len(buf) - 4 and buf[start] & 0xC0 == 0x80:
-                start -= 1
-            cut = start - 1 if start > 0 else len(buf) - 1
+            # No newline for a long stretch: cut where a decoder fed all of it stands between two characters
+            # (bytes that are not UTF-8 make walking back over continuation bytes unreliable).
+            decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+            decoder.decode(buf, final=False)
+            cut = len(buf) - len(decoder.getstate()[0]) - 1
+            if cut < 0:
+                tail = buf
+                data = stream.read(chunk_bytes)
+                continue
         yield buf[: cut + 1] if cut + 1 < len(buf) else buf
         tail = buf[cut + 1:]
         data = stream.read(chunk_bytes)

@@ -9,15 +9,21 @@ from __future__ import annotations
 import base64
 import binascii
 import datetime as _dt
+import functools
 import importlib
+import importlib.util
 import ipaddress
 import json
 import math
 import operator
+import os
 import re
 import zlib
 from collections import Counter
 from collections.abc import Callable
+from typing import cast
+
+from redline.engine.cache import memo
 
 Validator = Callable[[str], bool]
 
@@ -167,7 +173,9 @@ def card(v: str) -> bool:
     return False
 
 
-def _stdnum(arg: str) -> Validator:
+@functools.cache
+def _stdnum_is_valid(arg: str) -> Callable[[str], object]:
+    """The ``is_valid`` of python-stdnum's module ``arg``; ValueError when there is none."""
     try:
         module = importlib.import_module(f"stdnum.{arg}")
     except ImportError as exc:
@@ -175,26 +183,51 @@ def _stdnum(arg: str) -> Validator:
     is_valid = getattr(module, "is_valid", None)
     if not callable(is_valid):
         raise ValueError(f"python-stdnum module {arg!r} has no is_valid()")
+    return cast(Callable[[str], object], is_valid)
 
-    def check(v: str) -> bool:
-        try:
-            return bool(is_valid(v))
-        except Exception:
-            return False
 
-    return check
+@functools.cache
+def _stdnum_installed() -> str:
+    """Which python-stdnum is installed, found without importing it (which means importing stdnum.util)."""
+    spec = importlib.util.find_spec("stdnum")
+    if spec is None or spec.origin is None:
+        return ""
+    try:
+        return f"{spec.origin}:{os.stat(spec.origin).st_mtime_ns}"
+    except OSError:
+        return ""
+
+
+def _stdnum(arg: str) -> Validator:
+    # Importing python-stdnum modules (stdnum.util pulls in pydoc and ssl) costs more than the rest of loading
+    # the rules: the module is checked now only when no earlier run found it in this installation of
+    # python-stdnum (the memo), and imported at the first value to check.
+    installed = _stdnum_installed()
+    if installed:
+        memo().get("stdnum", (arg, installed), lambda: bool(_stdnum_is_valid(arg)))
+    else:
+        _stdnum_is_valid(arg)
+    return functools.partial(_stdnum_valid, arg)
+
+
+def _stdnum_valid(arg: str, v: str) -> bool:
+    is_valid = _stdnum_is_valid(arg)
+    try:
+        return bool(is_valid(v))
+    except Exception:
+        return False
 
 
 def iban(v: str) -> bool:
-    return _stdnum("iban")(v)
+    return _stdnum_valid("iban", v)
 
 
 def _phone(arg: str | None) -> Validator:
-    import phonenumbers
-
     region = arg.upper() if arg else None
 
     def check(v: str) -> bool:
+        import phonenumbers  # at the first value to check: importing it costs ~10 ms of start-up
+
         try:
             num = phonenumbers.parse(v, region)
         except phonenumbers.NumberParseException:
