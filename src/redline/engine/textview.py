@@ -199,8 +199,8 @@ class TextView:
         # Keep the view one byte per character when the raw text is (a stand-in form of) ASCII.
         narrow = narrow and raw.isascii()
         # The byte view is built alongside when the source came with one (see Chunk.ascii_bytes).
-        data = source.data if narrow else None
-        bpieces: list[bytes] = []
+        data = memoryview(source.data) if narrow and source.data is not None else None  # slices without copies
+        bpieces: list[bytes | memoryview] = []
         line_bytes: bytes | None = None
         limit = max(256, len(raw) >> 10)
         old_pos, old_chars = source.positions, source.chars
