@@ -295,6 +295,9 @@ def run_tool(tool: Tool, inp: Path, tag: str) -> tuple[Run, list[dict[str, objec
     argv, stdout_path = tool.cmd(inp, report)
     env = dict(os.environ, **(tool.env or {}))
     env.pop("REDLINE_BENCH_IN_VENV", None)
+    # An installed package has its bytecode compiled (pip does it); a sandbox that forbids writing it would
+    # make every run compile redline's modules from source again, which no user pays. The warm-up run writes it.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     run = run_timed(argv, stdout_path, env)
     if run.rc not in tool.ok_rc:
         tail = "\n".join(run.stderr.strip().splitlines()[-8:])

@@ -188,7 +188,7 @@ class Rule:
         words = "|".join(re.escape(w) for w in sorted(self.context, key=len, reverse=True))
         return re.compile(rf"(?:(?<![A-Za-z0-9])|(?<=[a-z])(?=[A-Z]))(?i:{words})(?![a-z])")
 
-    @property
+    @functools.cached_property
     def value_group(self) -> int | str:
         return "value" if "value" in self.regex.groupindex else 0
 
