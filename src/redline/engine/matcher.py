@@ -56,6 +56,8 @@ class Located(NamedTuple):
     whole: set[int]
     # For rules in ``whole`` whose matches all begin with a literal prefix: where it occurs.
     starts: dict[int, list[int]]
+    # Rules whose matches end within ``slack`` of an anchor (not only somewhere within width + slack of it).
+    at_end: frozenset[int] = frozenset()
 
 
 class Matcher(Protocol):
@@ -216,6 +218,9 @@ class HyperscanMatcher:
         flags: list[int] = []
         self._always: set[int] = set()
         self._prefix_len: dict[int, int] = {}
+        # Rules whose anchors are where their matches end (or one character after): the whole pattern, or its
+        # class form. Their windows need not reach past the anchor.
+        self._at_end: set[int] = set()
         self._needs_context = {i for i, r in enumerate(rules) if needs_context(r)}
         # Bare-value rules gated by context alone (32 hex digits, an 11-digit number): their patterns are
         # what slows Hyperscan down most, so their context words anchor them.
@@ -291,7 +296,10 @@ class HyperscanMatcher:
                     flags.append(0)
                     self._prefix_len[i] = len(prefix)
                 continue
-            exprs.append(facts.get("position", (rule.pattern, rule.anchor, rule.keywords), _position_expression, rule))
+            expr = facts.get("position", (rule.pattern, rule.anchor, rule.keywords), _position_expression, rule)
+            if expr == asciify_pattern(rule.pattern).encode("ascii"):
+                self._at_end.add(i)  # the whole pattern: its ends are the matches' ends
+            exprs.append(expr)
             flags.append(position_flags)
             ids.append(i)
         text_words = sorted({w for ws in (*self._text_context.values(), *self._text_keywords.values()) for w in ws},
@@ -301,6 +309,7 @@ class HyperscanMatcher:
         if exprs:
             self._db = self._load_or_compile(exprs, ids, flags, rules)
             self._scratch = hs.Scratch(self._db)
+        self._at_end_all = frozenset(self._at_end | self._classed)
 
     def locate(self, text: str, data: bytes, real: Real | None = None) -> Located:
         n = self._n
@@ -320,7 +329,7 @@ class HyperscanMatcher:
             # ends are the match's end or one past it: slack 1 covers both.
             self._class_db.scan(data.translate(_CLASS_TABLE), match_event_handler=on_match,
                                 scratch=self._class_scratch)
-        located = Located({}, {}, set(self._always), {})
+        located = Located({}, {}, set(self._always), {}, self._at_end_all)
         if (self._text_context or self._text_keywords) and (real is not None or not text.isascii()):
             at = self._text_finder.find(text, data, real)
             for i, words in self._text_context.items():

@@ -255,7 +255,9 @@ class Scanner:
         for i, anchors in located.anchors.items():
             width = widths[i]
             if width is not None:
-                self._extract_windows(i, vchunk, anchors, width + located.slack[i], found)
+                slack = located.slack[i]
+                self._extract_windows(i, vchunk, anchors, width + slack,
+                                      slack if i in located.at_end else width + slack, found)
             else:
                 for ls, le in _lines_near(vtext, anchors, located.slack[i]):
                     self._extract(i, vchunk, ls, le, found)
@@ -283,11 +285,12 @@ class Scanner:
     # -- internals ------------------------------------------------------------------------------------------
 
     def _extract_windows(
-        self, i: int, chunk: Chunk, anchors: list[int], reach: int, out: _Found,
+        self, i: int, chunk: Chunk, anchors: list[int], reach: int, after: int, out: _Found,
     ) -> None:
-        """Run the rule's regex only within ``reach`` characters of an anchor.
+        """Run the rule's regex only within ``reach`` characters before an anchor and ``after`` characters
+        after it (``reach`` too, unless the anchors are where matches end).
 
-        A match lies within ``reach`` of an anchor, so it lies inside a window; windows that touch are merged,
+        A match lies within that of an anchor, so it lies inside a window; windows that touch are merged,
         so no match runs across the start of a window, and the regex sees ``_LOOKAHEAD`` characters past a
         window's end so that lookaheads behave as on the whole text. The findings are therefore exactly those
         of running over the whole text.
@@ -295,7 +298,7 @@ class Scanner:
         n = len(chunk.text)
         windows: list[list[int]] = []
         for p in sorted(anchors):
-            lo, hi = max(0, p - reach), min(n, p + reach)
+            lo, hi = max(0, p - reach), min(n, p + after)
             if windows and lo <= windows[-1][1]:
                 windows[-1][1] = max(windows[-1][1], hi)
             else:
@@ -525,12 +528,13 @@ def _pieces(stream: IO[str] | IO[bytes], chunk_chars: int) -> Iterator[str | byt
 
 def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[bytes]:
     """Cut at newlines in the bytes, so that each piece decodes on its own: a newline byte never sits inside
-    a UTF-8 sequence, so the pieces decode exactly as the whole would."""
+    a UTF-8 sequence, so the pieces decode exactly as the whole would. Each piece is copied once (the part of
+    a line left over from the previous read joined to this read's complete lines)."""
     tail = b""
     while data:
-        buf = tail + data if tail else data
-        cut = buf.rfind(b"\n")
+        cut = data.rfind(b"\n")
         if cut == -1:
+            buf = tail + data
             if len(buf) < MAX_LINE_CHARS * 4:
                 tail = buf
                 data = stream.read(chunk_bytes)
@@ -544,8 +548,11 @@ def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[b
                 tail = buf
                 data = stream.read(chunk_bytes)
                 continue
-        yield buf[: cut + 1] if cut + 1 < len(buf) else buf
-        tail = buf[cut + 1:]
+            yield buf[: cut + 1]
+            tail = buf[cut + 1:]
+        else:
+            yield b"".join((tail, memoryview(data)[: cut + 1])) if tail or cut + 1 < len(data) else data
+            tail = data[cut + 1:]
         data = stream.read(chunk_bytes)
     if tail:
         yield tail

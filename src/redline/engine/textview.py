@@ -243,12 +243,13 @@ class TextView:
                         TextView.__init__(self, Chunk(source.real(0, len(raw))), decode_json=decode_json,
                                           narrow=False)
                         return
-                pieces.append(raw[prev:ls])
-                pieces.append(decoded)
                 if data is not None:
                     bpieces.append(data[prev:ls])
                     bpieces.append(line_bytes if line_bytes is not None else decoded.encode("ascii"))
                     line_bytes = None
+                else:
+                    pieces.append(raw[prev:ls])
+                    pieces.append(decoded)
                 changed.append((ls, le, vs, vs + len(decoded)))
                 shift += len(decoded) - len(line)
                 prev = le
@@ -259,12 +260,17 @@ class TextView:
             positions.append(old_pos[k] + shift)
             chars.append(old_chars[k])
             k += 1
-        pieces.append(raw[prev:])
         self.identity = False
-        self.text = "".join(pieces)
         if data is not None:
+            # One copy into the byte view, one into the text: slicing the text as well would copy it twice.
             bpieces.append(data[prev:])
-        self.chunk = Chunk(self.text, positions, chars, b"".join(bpieces) if data is not None else None)
+            view = b"".join(bpieces)
+            self.text = view.decode("ascii")
+            self.chunk = Chunk(self.text, positions, chars, view)
+        else:
+            pieces.append(raw[prev:])
+            self.text = "".join(pieces)
+            self.chunk = Chunk(self.text, positions, chars)
         self._changed = changed
         self._view_starts = [c[2] for c in changed]
         self._line_maps: dict[int, _LineMap] = {}
