@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -296,6 +295,8 @@ def _anchor_hint(rule: Any, text: str) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from importlib import resources
+
     sample = resources.files("redline") / "samples" / "log_stream.jsonl"
     with resources.as_file(sample) as path:
         if not path.exists():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-import secrets
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -54,7 +53,7 @@ class Fingerprinter:
         if key is None:
             # Random per process: fingerprints still correlate within a run, and cannot be brute-forced
             # offline against a dictionary of likely passwords afterwards.
-            key = secrets.token_bytes(32)
+            key = os.urandom(32)
             self.ephemeral = True
         else:
             self.ephemeral = False

@@ -7,7 +7,6 @@ import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import InitVar, dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -438,7 +437,11 @@ def load_rule_paths(paths: Iterable[str | Path]) -> list[Rule]:
 
 
 def builtin_rules() -> list[Rule]:
-    root = resources.files("redline") / "rules"
+    root: Any = Path(__file__).resolve().parent.parent / "rules"
+    if not root.is_dir():  # installed as a zip or similar: importlib.resources (slow to import) finds them
+        from importlib import resources
+
+        root = resources.files("redline") / "rules"
     rules: list[Rule] = []
 
     def walk(node: Any, rel: str) -> None:
