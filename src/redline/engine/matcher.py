@@ -257,11 +257,14 @@ class HyperscanMatcher:
         self._context_slack = {
             i: rules[i].context_window + max(len(w) for w in rules[i].context) + 1 for i in self._context_only
         }
-        # A rule located by its own pattern that needs a context word: an anchor (the match's end, or one past
-        # it) lies within this distance of a context word's end, else the match cannot have the word near it.
+        # A bare-value rule (class form) that needs a context word: an anchor (the match's end, or one past it)
+        # lies within this distance of a context word's end, else the match cannot have the word near it. Any
+        # run of nine digits is such an anchor, so the words are reported everywhere and anchors kept only
+        # near one. Rules with keywords have few anchors; their words only open the gate (a model name such
+        # as "deepseek" fills AI logs) and the scanner checks the words around each match.
         self._context_reach = {
             i: width + rules[i].context_window + max(len(w) for w in rules[i].context) + 2
-            for i in self._needs_context - self._context_only
+            for i in self._needs_context & self._classed
             if (width := match_width(rules[i])) is not None
         }
         for i, rule in enumerate(rules):
