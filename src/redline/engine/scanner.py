@@ -259,8 +259,8 @@ class Scanner:
                 self._extract_windows(i, vchunk, anchors, width + slack,
                                       slack if i in located.at_end else width + slack, found)
             else:
-                for ls, le in _lines_near(vtext, anchors, located.slack[i]):
-                    self._extract(i, vchunk, ls, le, found)
+                self._extract(i, vchunk, [(ls, le, None) for ls, le in _lines_near(vtext, anchors, located.slack[i])],
+                              found)
         for i in sorted(located.whole):
             # Where the rule's matches must begin (its literal prefix), when known: the regex is tried there
             # only, not searched through the rest of the text (private keys are few, their keywords frequent).
@@ -269,9 +269,9 @@ class Scanner:
             if starts is None and prefix is not None and (prefix.isascii() or not vchunk.positions):
                 starts = _occurrences(vtext, prefix)
             if starts is None:
-                self._extract(i, vchunk, 0, n, found)
+                self._extract(i, vchunk, [(0, n, None)], found)
             elif starts:
-                self._extract(i, vchunk, starts[0], n, found, starts=starts)
+                self._extract(i, vchunk, [(starts[0], n, None)], found, starts=starts)
         return self._finish(found, view) if found else []
 
     def scan_stream(self, stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Finding]:
@@ -303,68 +303,71 @@ class Scanner:
                 windows[-1][1] = max(windows[-1][1], hi)
             else:
                 windows.append([lo, hi])
-        for lo, hi in windows:
-            self._extract(i, chunk, lo, min(n, hi + _LOOKAHEAD), out, stop=hi)
+        self._extract(i, chunk, [(lo, min(n, hi + _LOOKAHEAD), hi) for lo, hi in windows], out)
 
     def _extract(
-        self, i: int, chunk: Chunk, a: int, b: int, out: _Found, stop: int | None = None,
+        self, i: int, chunk: Chunk, spans: list[tuple[int, int, int | None]], out: _Found,
         starts: list[int] | None = None,
     ) -> None:
-        """Run rule ``i`` over ``[a, b)``: its matches (starting before ``stop``; only at ``starts`` when given,
-        the places where every match of the rule must begin) become candidates in ``out``."""
+        """Run rule ``i`` over each ``(a, b, stop)`` of ``spans``: its matches in ``[a, b)`` (starting before
+        ``stop`` if given; only at ``starts`` when given, the places where every match of the rule must begin)
+        become candidates in ``out``. One call per rule and text: the setup is paid once, not per window."""
         rule = self.rules[i]
+        regex = rule.regex
         group = rule.value_group
         extend = rule.extend
         text = chunk.text
         sparse = bool(chunk.positions)
-        # A rule that tells non-ASCII characters apart runs on the real text of the part, with room behind it
-        # for lookbehinds; offsets in it are shifted by ``base``.
-        subject, base = text, 0
-        if sparse and not self._uniform[i] and chunk.has_stand_ins(max(0, a - _BEHIND), b):
-            base = max(0, a - _BEHIND)
-            subject = chunk.real(base, b)
-        matches = (rule.regex.finditer(subject, a - base, b - base) if starts is None
-                   else _matches_at(rule.regex, subject, [p - base for p in starts], b - base))
-        for m in matches:
-            start, end = m.start() + base, m.end() + base
-            if stop is not None and start >= stop:
-                break
-            if extend is not None and start < out.covered.get(rule.id, -1):
-                # Inside a conversation this rule already extended over (the next speaker line of a
-                # transcript): extending again would only find a part of it, at a cost that grows with
-                # the length of the conversation for every turn in it.
-                continue
-            vs, ve = m.span(group)
-            if vs < 0 or vs == ve:
-                continue
-            vs, ve = vs + base, ve + base
-            confidence = rule.confidence
-            ctx = rule.context_regex
-            if ctx is not None and extend is None:
-                # Before the validators: a context word is found by one small search, a validator such as
-                # phone number parsing costs far more, and a required word missing ends it either way.
-                w = rule.context_window
-                if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
-                    if rule.confidence_without_context is None:
-                        continue
-                    confidence = rule.confidence_without_context
-                ctx = None
-            value = chunk.real(vs, ve) if sparse else text[vs:ve]
-            if not rule.accepts(value):
-                continue
-            if extend is not None:
-                ext = self._extend(rule, chunk, start, end, out)
-                if ext is None:
+        patch = sparse and not self._uniform[i]
+        for a, b, stop in spans:
+            # A rule that tells non-ASCII characters apart runs on the real text of the part, with room behind
+            # it for lookbehinds; offsets in it are shifted by ``base``.
+            subject, base = text, 0
+            if patch and chunk.has_stand_ins(max(0, a - _BEHIND), b):
+                base = max(0, a - _BEHIND)
+                subject = chunk.real(base, b)
+            matches = (regex.finditer(subject, a - base, b - base) if starts is None
+                       else _matches_at(regex, subject, [p - base for p in starts], b - base))
+            for m in matches:
+                start, end = m.start() + base, m.end() + base
+                if stop is not None and start >= stop:
+                    break
+                if extend is not None and start < out.covered.get(rule.id, -1):
+                    # Inside a conversation this rule already extended over (the next speaker line of a
+                    # transcript): extending again would only find a part of it, at a cost that grows with
+                    # the length of the conversation for every turn in it.
                     continue
-                vs, ve = start, ext
-                out.covered[rule.id] = ext
-            if ctx is not None:
-                w = rule.context_window
-                if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
-                    if rule.confidence_without_context is None:
+                vs, ve = m.span(group)
+                if vs < 0 or vs == ve:
+                    continue
+                vs, ve = vs + base, ve + base
+                confidence = rule.confidence
+                ctx = rule.context_regex
+                if ctx is not None and extend is None:
+                    # Before the validators: a context word is found by one small search, a validator such as
+                    # phone number parsing costs far more, and a required word missing ends it either way.
+                    w = rule.context_window
+                    if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
+                        if rule.confidence_without_context is None:
+                            continue
+                        confidence = rule.confidence_without_context
+                    ctx = None
+                value = chunk.real(vs, ve) if sparse else text[vs:ve]
+                if not rule.accepts(value):
+                    continue
+                if extend is not None:
+                    ext = self._extend(rule, chunk, start, end, out)
+                    if ext is None:
                         continue
-                    confidence = rule.confidence_without_context
-            out.append((rule, vs, ve, confidence))
+                    vs, ve = start, ext
+                    out.covered[rule.id] = ext
+                if ctx is not None:
+                    w = rule.context_window
+                    if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
+                        if rule.confidence_without_context is None:
+                            continue
+                        confidence = rule.confidence_without_context
+                out.append((rule, vs, ve, confidence))
 
     @staticmethod
     def _extend(rule: Rule, chunk: Chunk, start: int, end: int, found: _Found) -> int | None:
