@@ -28,10 +28,8 @@ def ascii_bytes(text: str) -> bytes:
     """One byte per character: non-ASCII characters become the stand-in 0x1a."""
     return text.encode("ascii", "redline-sub")
 
-# Continuation bytes of UTF-8 are dropped and every other non-ASCII byte becomes the stand-in: valid UTF-8
-# then turns into one byte per character.
-_NON_ASCII_TO_STAND_IN = bytes(c if c < 0x80 else 0x1a for c in range(256))
-_CONTINUATION = bytes(range(0x80, 0xC0))
+# How much the ASCII decoder checks at a time when looking for non-ASCII bytes (its result is thrown away).
+_PROBE_BYTES = 1 << 18
 # Above this share of non-ASCII characters, holding the real text whole is cheaper than patching it in.
 SPARSE_MAX_SHARE = 1 / 1024
 
@@ -97,38 +95,51 @@ class Chunk:
     @classmethod
     def from_bytes(cls, data: bytes, max_share: float = SPARSE_MAX_SHARE) -> Chunk:
         """Decode UTF-8 (invalid bytes as one character each, ``surrogateescape``), sparse when at most
-        ``max_share`` of the bytes belong to non-ASCII characters."""
+        ``max_share`` of the characters are not ASCII."""
         if data.isascii():
             return cls(data.decode("ascii"), data=data)
-        view = data.translate(_NON_ASCII_TO_STAND_IN, _CONTINUATION)
-        if len(data) - len(view) > len(data) * max_share:
-            return cls(data.decode("utf-8", "surrogateescape"))
+        # The ASCII decoder runs at memory speed and stops at the first other byte: it finds the lines that
+        # hold one without a pass of our own over every byte. Those lines are decoded on their own (a newline
+        # never sits inside a UTF-8 sequence, so they decode as they would in the whole) and put back with one
+        # stand-in per character.
+        n = len(data)
+        limit = int(n * max_share)
+        whole = memoryview(data)
+        ascii_decode = codecs.ascii_decode
+        find, rfind = data.find, data.rfind
         positions: list[int] = []
         chars: list[str] = []
-        find, rfind, dfind = view.find, view.rfind, data.find
-        shift = 0  # continuation bytes before the current line: data offset minus view offset
-        pos = find(b"\x1a")
-        while pos != -1:
-            ls = rfind(b"\n", 0, pos) + 1
-            le = find(b"\n", pos)
-            le = len(view) if le == -1 else le
-            dle = dfind(b"\n", ls + shift)
-            dle = len(data) if dle == -1 else dle
-            line = data[ls + shift:dle].decode("utf-8", "surrogateescape")
-            if len(line) != le - ls:
-                # Invalid UTF-8 that the byte mapping above counts differently: decode it all.
-                return cls(data.decode("utf-8", "surrogateescape"))
-            p = pos
+        pieces: list[bytes | memoryview] = []
+        prev = pos = 0
+        shift = 0  # bytes given up so far: view offset = data offset - shift
+        while pos < n:
+            end = min(n, pos + _PROBE_BYTES)
+            try:
+                ascii_decode(whole[pos:end])
+                pos = end
+                continue
+            except UnicodeDecodeError as exc:
+                bad = pos + exc.start
+            ls = rfind(b"\n", 0, bad) + 1
+            le = find(b"\n", bad)
+            le = n if le == -1 else le
+            line = data[ls:le].decode("utf-8", "surrogateescape")
+            stand_ins = line.encode("ascii", "redline-sub")
+            base = ls - shift
+            p = stand_ins.find(b"\x1a")
             while p != -1:
-                c = line[p - ls]
-                if c != STAND_IN:
-                    positions.append(p)
-                    chars.append(c)
-                p = find(b"\x1a", p + 1, le)
-            shift = dle - le
-            pos = find(b"\x1a", le)
-        if shift != len(data) - len(view):  # a stray continuation byte on an ASCII line
-            return cls(data.decode("utf-8", "surrogateescape"))
+                if line[p] != STAND_IN:
+                    positions.append(base + p)
+                    chars.append(line[p])
+                p = stand_ins.find(b"\x1a", p + 1)
+            if len(positions) > limit:
+                return cls(data.decode("utf-8", "surrogateescape"))
+            pieces.append(whole[prev:ls])
+            pieces.append(stand_ins)
+            shift += (le - ls) - len(stand_ins)
+            prev = pos = le
+        pieces.append(whole[prev:])
+        view = b"".join(pieces)
         return cls(view.decode("ascii"), positions, chars, view)
 
 
