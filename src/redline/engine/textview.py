@@ -123,15 +123,7 @@ class Chunk:
             ls = rfind(b"\n", 0, bad) + 1
             le = find(b"\n", bad)
             le = n if le == -1 else le
-            line = data[ls:le].decode("utf-8", "surrogateescape")
-            stand_ins = line.encode("ascii", "redline-sub")
-            base = ls - shift
-            p = stand_ins.find(b"\x1a")
-            while p != -1:
-                if line[p] != STAND_IN:
-                    positions.append(base + p)
-                    chars.append(line[p])
-                p = stand_ins.find(b"\x1a", p + 1)
+            stand_ins = _stand_in_line(data[ls:le].decode("utf-8", "surrogateescape"), ls - shift, positions, chars)
             if len(positions) > limit:
                 return cls(data.decode("utf-8", "surrogateescape"))
             pieces.append(whole[prev:ls])
@@ -141,6 +133,19 @@ class Chunk:
         pieces.append(whole[prev:])
         view = b"".join(pieces)
         return cls(view.decode("ascii"), positions, chars, view)
+
+
+def _stand_in_line(line: str, base: int, positions: list[int], chars: list[str]) -> bytes:
+    """``line`` with one stand-in byte for each non-ASCII character; the real ones go to ``chars``, their
+    offsets (``base`` + offset in the line) to ``positions``. A real ``\\x1a`` is no stand-in."""
+    stand_ins = line.encode("ascii", "redline-sub")
+    p = stand_ins.find(b"\x1a")
+    while p != -1:
+        if line[p] != STAND_IN:
+            positions.append(base + p)
+            chars.append(line[p])
+        p = stand_ins.find(b"\x1a", p + 1)
+    return stand_ins
 
 
 _UNICODE = re.compile(r"\\u([0-9a-fA-F]{4})")
@@ -240,15 +245,8 @@ class TextView:
                 while k < len(old_pos) and old_pos[k] < le:
                     k += 1  # re-found in the decoded line below
                 if narrow and not decoded.isascii():
-                    stand_ins = decoded.encode("ascii", "redline-sub")
-                    p = stand_ins.find(b"\x1a")
-                    while p != -1:
-                        if decoded[p] != STAND_IN:
-                            positions.append(vs + p)
-                            chars.append(decoded[p])
-                        p = stand_ins.find(b"\x1a", p + 1)
-                    decoded = stand_ins.decode("ascii")
-                    line_bytes = stand_ins
+                    line_bytes = _stand_in_line(decoded, vs, positions, chars)
+                    decoded = line_bytes.decode("ascii")
                     if len(positions) > limit:
                         # Escaped non-ASCII text throughout: patching it in would cost more than a wide text.
                         TextView.__init__(self, Chunk(source.real(0, len(raw))), decode_json=decode_json,
