@@ -86,3 +86,28 @@ def test_bad_patterns_are_reported_with_a_warm_memo(tmp_path: Path) -> None:
                              check=True).stdout
         assert out.startswith(f"{rule_file}:2: rule 'a': pattern does not compile")
         assert (tmp_path / "cache" / MEMO_FILE).is_file()
+
+
+def test_hyperscan_cache_keeps_only_the_most_recently_used_databases(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("hyperscan")
+    from redline.engine.cache import HS_CACHE_KEEP
+
+    monkeypatch.setenv("REDLINE_CACHE_DIR", str(tmp_path))
+    stale = []
+    for k in range(HS_CACHE_KEEP + 10):
+        f = tmp_path / f"hs-{k:032x}.db"
+        f.write_bytes(b"old")
+        os.utime(f, (1_000_000 + k, 1_000_000 + k))
+        stale.append(f)
+    rules = [r for r in builtin_rules() if r.id in ("aws-access-key-id", "email-address")]
+    Scanner(rules, backend="hyperscan")  # compiles (new rule set) and writes its databases
+    left = sorted(tmp_path.glob("hs-*.db"))
+    assert len(left) == HS_CACHE_KEEP
+    assert not stale[0].exists() and stale[-1].exists()  # the oldest went, the newest stayed
+    fresh = [f for f in left if f not in stale]
+    assert fresh  # what was just written is kept
+    # Loading a database marks it as used, so a later pruning keeps it over older ones.
+    os.utime(fresh[0], (1, 1))
+    Scanner(rules, backend="hyperscan")
+    assert fresh[0].stat().st_mtime > 1_000_000

@@ -7,6 +7,7 @@ and of the engine's code, so they are kept on disk between runs.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import marshal
@@ -34,6 +35,29 @@ def cache_dir() -> Path | None:
         return Path(env) if env else None
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return Path(base) / "redline"
+
+
+# Compiled Hyperscan databases kept (the most recently used): every rule change or rule selection (--kind,
+# --disable, a user rule file) compiles a new pair, and nothing else would ever remove the old ones.
+HS_CACHE_KEEP = 24
+
+
+def touch(path: Path) -> None:
+    """Mark a cache file as used (its modification time), so that pruning keeps it."""
+    with contextlib.suppress(OSError):
+        os.utime(path)
+
+
+def prune(folder: Path, pattern: str, keep: int) -> None:
+    """Delete all but the ``keep`` most recently used files matching ``pattern``; errors are ignored (another
+    process may be pruning too)."""
+    try:
+        files = sorted(folder.glob(pattern), key=lambda f: f.stat().st_mtime, reverse=True)
+    except OSError:
+        return
+    for old in files[keep:]:
+        with contextlib.suppress(OSError):
+            old.unlink()
 
 
 def _engine_digest() -> bytes | None:

@@ -18,7 +18,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
-from redline.engine.cache import cache_dir, memo
+from redline.engine.cache import HS_CACHE_KEEP, cache_dir, memo, prune, touch
 from redline.engine.rules import PATTERN_FLAGS, Rule, literal_prefix, match_width, parse_pattern
 
 log = logging.getLogger("redline.engine")
@@ -378,7 +378,9 @@ class HyperscanMatcher:
         cache = folder / f"hs-{digest[:32]}.db" if folder else None
         if cache is not None and cache.is_file():
             try:
-                return hs.loadb(cache.read_bytes(), hs.HS_MODE_BLOCK)
+                db = hs.loadb(cache.read_bytes(), hs.HS_MODE_BLOCK)
+                touch(cache)
+                return db
             except Exception:  # a stale or damaged cache file is simply rebuilt
                 log.debug("ignoring unreadable Hyperscan cache %s", cache)
         db = hs.Database(mode=hs.HS_MODE_BLOCK)
@@ -407,6 +409,7 @@ class HyperscanMatcher:
                 tmp = cache.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(hs.dumpb(db))
                 tmp.replace(cache)
+                prune(cache.parent, "hs-*.db", HS_CACHE_KEEP)
             except OSError:
                 log.debug("cannot write Hyperscan cache %s", cache)
         return db
