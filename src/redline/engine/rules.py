@@ -50,6 +50,38 @@ def _pattern_width(pattern: str) -> int | None:
     return int(hi) if hi <= WINDOW_MAX else None
 
 
+def lookahead_reach(pattern: str) -> int | None:
+    """How far past the end of a match the regex engine may look: the widest lookahead (a ``\\b`` or ``$``
+    looks at one character), plus one; None when a lookahead has no bounded width."""
+    parsed = parse_pattern(pattern)
+    if parsed is None:
+        return None
+    c = re._constants  # type: ignore[attr-defined]
+    reach = 1
+    stack = [parsed.data]
+    while stack:
+        for op, av in stack.pop():
+            if op in (c.ASSERT, c.ASSERT_NOT):
+                direction, sub = av
+                if direction == 1:
+                    hi = sub.getwidth()[1]
+                    if hi >= c.MAXREPEAT:
+                        return None
+                    reach = max(reach, int(hi) + 1)
+                stack.append(sub.data)
+            elif op is c.SUBPATTERN:
+                stack.append(av[3].data)
+            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+                stack.append(av[2].data)
+            elif op is c.ATOMIC_GROUP:
+                stack.append(av.data)
+            elif op is c.BRANCH:
+                stack.extend(b.data for b in av[1])
+            elif op is c.GROUPREF_EXISTS:
+                stack.extend(b.data for b in av[1:] if b is not None)
+    return reach
+
+
 @functools.lru_cache(maxsize=4096)
 def uniform(pattern: str) -> bool:
     """Whether the pattern cannot tell the stand-in ``\\x1a`` from any non-ASCII character, so that it finds

@@ -25,6 +25,7 @@ from redline.engine.rules import (
     check_unique,
     literal_prefix,
     load_rule_paths,
+    lookahead_reach,
     match_width,
     uniform,
 )
@@ -209,11 +210,21 @@ class Scanner:
         # Longest possible match of each rule, when short enough: its regex then runs only in windows around
         # the anchors the matcher reports, instead of over whole (possibly very long) lines.
         self._width = [match_width(r) for r in self.rules]
+        facts = memo()
+        # How far past a window's last start the regex needs the text: a match starting there is at most its
+        # width long and its lookaheads look at most this far past it. Within that the window is exact; a
+        # shorter tail than _LOOKAHEAD also spares the regex engine trying starts that cannot match.
+        self._tail = [
+            min(_LOOKAHEAD, w + la) if w is not None and (la := facts.get("lookahead", r.pattern, lookahead_reach,
+                                                                        r.pattern)) is not None
+            else _LOOKAHEAD
+            for r, w in zip(self.rules, self._width, strict=True)
+        ]
         # Multiline rules are tried where their literal prefix occurs, when they have one (see scan_chunk).
-        self._prefix = [memo().get("literal-prefix", r.regex_pattern, literal_prefix, r.regex_pattern)
+        self._prefix = [facts.get("literal-prefix", r.regex_pattern, literal_prefix, r.regex_pattern)
                         if r.multiline else None for r in self.rules]
         # Rules that run on text with stand-ins for non-ASCII characters as on the real text.
-        self._uniform = [memo().get("uniform", r.pattern, uniform, r.pattern) for r in self.rules]
+        self._uniform = [facts.get("uniform", r.pattern, uniform, r.pattern) for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -291,8 +302,9 @@ class Scanner:
         after it (``reach`` too, unless the anchors are where matches end).
 
         A match lies within that of an anchor, so it lies inside a window; windows that touch are merged,
-        so no match runs across the start of a window, and the regex sees ``_LOOKAHEAD`` characters past a
-        window's end so that lookaheads behave as on the whole text. The findings are therefore exactly those
+        so no match runs across the start of a window, and the regex sees enough characters past a window's
+        end (its width and lookahead reach, at most ``_LOOKAHEAD``) that lookaheads behave as on the whole
+        text. The findings are therefore exactly those
         of running over the whole text.
         """
         n = len(chunk.text)
@@ -303,7 +315,8 @@ class Scanner:
                 windows[-1][1] = max(windows[-1][1], hi)
             else:
                 windows.append([lo, hi])
-        self._extract(i, chunk, [(lo, min(n, hi + _LOOKAHEAD), hi) for lo, hi in windows], out)
+        tail = self._tail[i]
+        self._extract(i, chunk, [(lo, min(n, hi + tail), hi) for lo, hi in windows], out)
 
     def _extract(
         self, i: int, chunk: Chunk, spans: list[tuple[int, int, int | None]], out: _Found,
