@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+import orjson
+
 from redline import __version__
 from redline.engine import Rule
 
@@ -90,7 +92,13 @@ class Writer:
 
     def write(self, rec: dict[str, Any]) -> None:
         if self.fmt == "jsonl":
-            self.out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            # orjson: several times faster, which shows where findings are dense (a conversation per line);
+            # the standard library for what it refuses (a lone surrogate from bytes that are not UTF-8).
+            try:
+                line = orjson.dumps(rec).decode()
+            except (TypeError, UnicodeError):
+                line = json.dumps(rec, ensure_ascii=False, separators=(",", ":"))
+            self.out.write(line + "\n")
         elif self.fmt == "csv":
             self._csv.writerow(rec)
         else:
