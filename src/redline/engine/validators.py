@@ -284,16 +284,24 @@ _TEMPLATE_HINTS = ("<", "${", "{{", "%(", "$(", "***", "####")
 _NEXT_CHAR = {i: i + 1 for i in range(128)} | {i: 0xFFFF for i in range(128, 256)}
 
 
+# The hint lists above as one search each: this runs for every candidate of every secret rule, and a
+# generator over the words costs several times one regular-expression search.
+_PLACEHOLDER_WORD = re.compile("|".join(map(re.escape, _PLACEHOLDER_SUBSTRINGS)))
+_PHRASE_HINT = re.compile("|".join(_PHRASE_HINTS))
+_TEMPLATE_HINT = re.compile("|".join(map(re.escape, _TEMPLATE_HINTS)))
+_PROVIDER_PREFIX = re.compile(r"^[A-Za-z]+[-_]")
+
+
 def not_placeholder(v: str) -> bool:
     """Documentation keys and template variables are not leaks; saying so keeps people from muting a rule."""
     low = v.lower()
-    if any(w in low for w in _PLACEHOLDER_SUBSTRINGS):
+    if _PLACEHOLDER_WORD.search(low):
         return False
-    if any(h in low for h in _PHRASE_HINTS) and _PLACEHOLDER_PHRASES.search(low):
+    if _PHRASE_HINT.search(low) and _PLACEHOLDER_PHRASES.search(low):
         return False
-    if (v[:1] == "$" or any(h in v for h in _TEMPLATE_HINTS)) and _TEMPLATE.search(v):
+    if (v[:1] == "$" or _TEMPLATE_HINT.search(v)) and _TEMPLATE.search(v):
         return False
-    core = re.sub(r"^[A-Za-z]+[-_]", "", v)  # ignore a provider prefix like sk- or ghp_
+    core = _PROVIDER_PREFIX.sub("", v, count=1)  # ignore a provider prefix like sk- or ghp_
     if len(core) >= 8:
         if len(set(core)) <= 2:
             return False
