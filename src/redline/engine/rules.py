@@ -28,6 +28,8 @@ def parse_pattern(pattern: str) -> Any:
         return parser.parse(pattern, PATTERN_FLAGS)
     except Exception:
         return None
+
+
 EXTENDS = ("json-container", "transcript")
 
 
@@ -61,25 +63,31 @@ def lookahead_reach(pattern: str) -> int | None:
     stack = [parsed.data]
     while stack:
         for op, av in stack.pop():
-            if op in (c.ASSERT, c.ASSERT_NOT):
-                direction, sub = av
-                if direction == 1:
-                    hi = sub.getwidth()[1]
-                    if hi >= c.MAXREPEAT:
-                        return None
-                    reach = max(reach, int(hi) + 1)
-                stack.append(sub.data)
-            elif op is c.SUBPATTERN:
-                stack.append(av[3].data)
-            elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-                stack.append(av[2].data)
-            elif op is c.ATOMIC_GROUP:
-                stack.append(av.data)
-            elif op is c.BRANCH:
-                stack.extend(b.data for b in av[1])
-            elif op is c.GROUPREF_EXISTS:
-                stack.extend(b.data for b in av[1:] if b is not None)
+            if op in (c.ASSERT, c.ASSERT_NOT) and av[0] == 1:
+                hi = av[1].getwidth()[1]
+                if hi >= c.MAXREPEAT:
+                    return None
+                reach = max(reach, int(hi) + 1)
+            stack.extend(_children(op, av))
     return reach
+
+
+def _children(op: Any, av: Any) -> list[Any]:
+    """The item lists nested in one parsed item (groups, repeats, lookarounds, branches); none for others."""
+    c = re._constants  # type: ignore[attr-defined]
+    if op is c.SUBPATTERN:
+        return [av[3].data]
+    if op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+        return [av[2].data]
+    if op in (c.ASSERT, c.ASSERT_NOT):
+        return [av[1].data]
+    if op is c.ATOMIC_GROUP:
+        return [av.data]
+    if op is c.BRANCH:
+        return [b.data for b in av[1]]
+    if op is c.GROUPREF_EXISTS:
+        return [b.data for b in av[1:] if b is not None]
+    return []
 
 
 @functools.lru_cache(maxsize=4096)
@@ -109,23 +117,8 @@ def _uniform_ops(ops: Any) -> bool:
                     return False
                 if item_op not in (c.LITERAL, c.RANGE, c.CATEGORY, c.NEGATE):
                     return False
-        elif op is c.SUBPATTERN:
-            if not _uniform_ops(av[3].data):
-                return False
-        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
-            if not _uniform_ops(av[2].data):
-                return False
-        elif op in (c.ASSERT, c.ASSERT_NOT):
-            if not _uniform_ops(av[1].data):
-                return False
-        elif op is c.ATOMIC_GROUP:
-            if not _uniform_ops(av.data):
-                return False
-        elif op is c.BRANCH:
-            if not all(_uniform_ops(b.data) for b in av[1]):
-                return False
-        elif op is c.GROUPREF_EXISTS:
-            if not all(_uniform_ops(b.data) for b in av[1:] if b is not None):
+        elif subs := _children(op, av):
+            if not all(_uniform_ops(sub) for sub in subs):
                 return False
         elif op not in (c.ANY, c.AT):
             return False
