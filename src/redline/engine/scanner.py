@@ -63,6 +63,19 @@ def _context_near(ctx: re.Pattern[str], chunk: Chunk, lo: int, hi: int) -> bool:
     return m is not None and m.start() < hi
 
 
+def _with_context(rule: Rule, chunk: Chunk, vs: int, ve: int) -> str | None:
+    """The confidence of a match of ``rule`` at ``[vs, ve)``: its own when the rule has no context words or one
+    lies within ``context_window`` before or after; else ``confidence_without_context``, or None when the rule
+    needs a context word."""
+    ctx = rule.context_regex
+    if ctx is None:
+        return rule.confidence
+    w = rule.context_window
+    if _context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w):
+        return rule.confidence
+    return rule.confidence_without_context
+
+
 def _matches_at(regex: re.Pattern[str], text: str, starts: list[int], end: int) -> Iterator[re.Match[str]]:
     """What ``regex.finditer(text, starts[0], end)`` yields when matches can only begin at ``starts``."""
     after = -1
@@ -354,32 +367,25 @@ class Scanner:
                 if vs < 0 or vs == ve:
                     continue
                 vs, ve = vs + base, ve + base
-                confidence = rule.confidence
-                ctx = rule.context_regex
-                if ctx is not None and extend is None:
-                    # Before the validators: a context word is found by one small search, a validator such as
-                    # phone number parsing costs far more, and a required word missing ends it either way.
-                    w = rule.context_window
-                    if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
-                        if rule.confidence_without_context is None:
-                            continue
-                        confidence = rule.confidence_without_context
-                    ctx = None
                 value = chunk.real(vs, ve) if sparse else text[vs:ve]
-                if not rule.accepts(value):
-                    continue
-                if extend is not None:
+                if extend is None:
+                    # Context before the validators: a context word is found by one small search, a validator
+                    # such as phone number parsing costs far more, and a required word missing ends it either way.
+                    confidence = _with_context(rule, chunk, vs, ve)
+                    if confidence is None or not rule.accepts(value):
+                        continue
+                else:
+                    if not rule.accepts(value):
+                        continue
                     ext = self._extend(rule, chunk, start, end, out)
                     if ext is None:
                         continue
                     vs, ve = start, ext
                     out.covered[rule.id] = ext
-                if ctx is not None:
-                    w = rule.context_window
-                    if not (_context_near(ctx, chunk, max(0, vs - w), vs) or _context_near(ctx, chunk, ve, ve + w)):
-                        if rule.confidence_without_context is None:
-                            continue
-                        confidence = rule.confidence_without_context
+                    # An extended match (a whole conversation) has its context words around all of it.
+                    confidence = _with_context(rule, chunk, vs, ve)
+                    if confidence is None:
+                        continue
                 out.append((rule, vs, ve, confidence))
 
     @staticmethod
