@@ -54,7 +54,8 @@ class Located(NamedTuple):
     anchors: dict[int, list[int]]
     slack: dict[int, int]
     whole: set[int]
-    # For rules in ``whole`` whose matches all begin with a literal prefix: where it occurs.
+    # For multiline rules in ``whole`` whose matches all begin with a literal prefix: where it occurs (the
+    # rule is tried there only).
     starts: dict[int, list[int]]
     # Rules whose matches end within ``slack`` of an anchor (not only somewhere within width + slack of it).
     at_end: frozenset[int] = frozenset()
@@ -86,6 +87,7 @@ class ReMatcher:
                           if r.keywords}
         self._finder = _WordFinder([w for ws in (*self._context.values(), *self._keywords.values())
                                     for w in ws[1]])
+        self._prefix = _multiline_prefixes(rules)
 
     def locate(self, text: str, data: bytes, real: Real | None = None) -> Located:
         low = data.lower()
@@ -109,6 +111,9 @@ class ReMatcher:
             if rule.multiline:
                 if kws is None or any(at(w) for group in kws for w in group):
                     located.whole.add(i)
+                    starts = _prefix_starts(self._prefix.get(i), text, real)
+                    if starts is not None:
+                        located.starts[i] = starts
                 continue
             if kws is not None:
                 anchors = [p for group in kws for w in group for p in at(w)]
@@ -182,6 +187,26 @@ def _split_words(words: Sequence[str]) -> tuple[tuple[bytes, ...], tuple[str, ..
             tuple(w for w in words if not w.isascii()))
 
 
+def _multiline_prefixes(rules: Sequence[Rule]) -> dict[int, str]:
+    """The literal prefix of each multiline rule that has one (see ``rules.literal_prefix``)."""
+    facts = memo()
+    out = {}
+    for i, rule in enumerate(rules):
+        if rule.multiline:
+            prefix = facts.get("literal-prefix", rule.regex_pattern, literal_prefix, rule.regex_pattern)
+            if prefix is not None:
+                out[i] = prefix
+    return out
+
+
+def _prefix_starts(prefix: str | None, text: str, real: Real | None) -> list[int] | None:
+    """Where ``prefix`` occurs in ``text``; None when there is no prefix, or it cannot be seen in a text
+    that holds stand-ins (a non-ASCII prefix)."""
+    if prefix is None or (real is not None and not prefix.isascii()):
+        return None
+    return _occurrences(text, prefix)
+
+
 def _occurrences(hay: bytes | str, word: bytes | str) -> list[int]:
     out: list[int] = []
     find = hay.find
@@ -217,7 +242,8 @@ class HyperscanMatcher:
         ids: list[int] = []
         flags: list[int] = []
         self._always: set[int] = set()
-        self._prefix_len: dict[int, int] = {}
+        self._prefix = _multiline_prefixes(rules)
+        self._found_prefix: set[int] = set()  # multiline rules whose prefix Hyperscan reports
         # Rules whose anchors are where their matches end (or one character after): the whole pattern, or its
         # class form. Their windows need not reach past the anchor.
         self._at_end: set[int] = set()
@@ -290,14 +316,14 @@ class HyperscanMatcher:
                     exprs.append(asciify_pattern(re.escape(kw)).encode("ascii"))
                     ids.append(i)
                     flags.append(literal_flags)
-                prefix = memo().get("literal-prefix", rule.regex_pattern, literal_prefix, rule.regex_pattern)
+                prefix = self._prefix.get(i)
                 if prefix is not None and prefix.isascii():
                     # Every occurrence, not just one: the rule is tried at each (a search of the text for
                     # the prefix would cost more than Hyperscan finding it in passing).
                     exprs.append(re.escape(prefix).encode("ascii"))
                     ids.append(2 * n + i)
                     flags.append(0)
-                    self._prefix_len[i] = len(prefix)
+                    self._found_prefix.add(i)
                 continue
             expr = facts.get("position", (rule.pattern, rule.anchor, rule.keywords), _position_expression, rule)
             if expr == asciify_pattern(rule.pattern).encode("ascii"):
@@ -350,9 +376,11 @@ class HyperscanMatcher:
                 continue
             if i in multiline:
                 located.whole.add(i)
-                length = self._prefix_len.get(i)
-                if length is not None:
+                if i in self._found_prefix:
+                    length = len(self._prefix[i])
                     located.starts[i] = [e - length for e in ends.get(2 * n + i, ())]
+                elif (at_prefix := _prefix_starts(self._prefix.get(i), text, real)) is not None:
+                    located.starts[i] = at_prefix
                 continue
             if i in reach:
                 positions = _near(positions, ends[n + i], reach[i])

@@ -17,13 +17,12 @@ from typing import IO
 
 from redline.engine.cache import memo
 from redline.engine.finding import CONFIDENCE_RANK, Confidence, Finding, Fingerprinter, redacted_snippet
-from redline.engine.matcher import Matcher, _occurrences, make_matcher
+from redline.engine.matcher import Matcher, make_matcher
 from redline.engine.rules import (
     Rule,
     RuleError,
     builtin_rules,
     check_unique,
-    literal_prefix,
     load_rule_paths,
     lookahead_reach,
     match_width,
@@ -233,9 +232,6 @@ class Scanner:
             else _LOOKAHEAD
             for r, w in zip(self.rules, self._width, strict=True)
         ]
-        # Multiline rules are tried where their literal prefix occurs, when they have one (see scan_chunk).
-        self._prefix = [facts.get("literal-prefix", r.regex_pattern, literal_prefix, r.regex_pattern)
-                        if r.multiline else None for r in self.rules]
         # Rules that run on text with stand-ins for non-ASCII characters as on the real text.
         self._uniform = [facts.get("uniform", r.pattern, uniform, r.pattern) for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
@@ -289,9 +285,6 @@ class Scanner:
             # Where the rule's matches must begin (its literal prefix), when known: the regex is tried there
             # only, not searched through the rest of the text (private keys are few, their keywords frequent).
             starts = located.starts.get(i)
-            prefix = self._prefix[i]
-            if starts is None and prefix is not None and (prefix.isascii() or not vchunk.positions):
-                starts = _occurrences(vtext, prefix)
             if starts is None:
                 self._extract(i, vchunk, [(0, n, None)], found)
             elif starts:
