@@ -459,7 +459,7 @@ def test_overlap_resolution_equals_the_plain_greedy_choice(all_rules: list[Rule]
 
     pool = [all_rules[0], all_rules[1], next(r for r in all_rules if r.kind == "chat"),
             next(r for r in all_rules if r.kind == "pii")]
-    items = [((pool[k].priority + prio, length, 1), start, start + length, pool[k], start, start + length, "high")
+    items = [((pool[k].priority + prio, length, 1), start, start + length, pool[k], "high")
              for start, length, k, prio in spans]
     assert _resolve_overlaps(list(items)) == _greedy_reference(items)
 

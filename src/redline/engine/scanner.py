@@ -419,7 +419,7 @@ class Scanner:
         sparse = bool(vchunk.positions)
         raw = view.raw
         candidates: list[_Candidate] = [
-            ((rule.priority, ve - vs, CONFIDENCE_RANK[confidence]), vs, ve, rule, vs, ve, confidence)
+            ((rule.priority, ve - vs, CONFIDENCE_RANK[confidence]), vs, ve, rule, confidence)
             for rule, vs, ve, confidence in found
         ]
         # The marker is looked for on the lines of kept findings only: searching the whole text would cost
@@ -429,7 +429,7 @@ class Scanner:
         # The line of the previous finding and whether it holds the marker: findings come in text order, so
         # each line is searched once, however many findings share it (a megabyte-long line may hold 100,000).
         line_start, line_end, allowed = 0, -1, False
-        for _, _, _, rule, vs, ve, confidence in _resolve_overlaps(candidates):
+        for _, vs, ve, rule, confidence in _resolve_overlaps(candidates):
             rs, re_ = view.span_to_raw(vs, ve)
             if allow_marker:
                 if not line_start <= rs < line_end:
@@ -464,7 +464,8 @@ def _line_end(text: str, pos: int) -> int:
     return len(text) if nl == -1 else nl
 
 
-_Candidate = tuple[tuple[int, int, int], int, int, Rule, int, int, str]
+# (strength: priority, length, confidence rank), start, end, rule, confidence
+_Candidate = tuple[tuple[int, int, int], int, int, Rule, str]
 
 
 def _resolve_overlaps(items: list[_Candidate]) -> list[_Candidate]:
