@@ -20,6 +20,7 @@ from typing import IO, Any, NoReturn
 from redline import __version__
 from redline.engine import RuleError, Scanner
 from redline.engine.finding import CONFIDENCE_RANK, FINGERPRINT_ENV
+from redline.engine.rules import PATTERN_FLAGS
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 # Front-end modules and the subcommands each registers: only the module a command needs is imported.
@@ -288,7 +289,7 @@ def _anchor_hint(rule: Any, text: str) -> str:
     """Why an example may be missed: a match of the pattern that holds no match of the rule's anchor."""
     if rule.anchor is None:
         return ""
-    anchor = re.compile(rule.anchor, re.ASCII | re.MULTILINE)
+    anchor = re.compile(rule.anchor, PATTERN_FLAGS)
     if any(anchor.search(m.group()) is None for m in rule.regex.finditer(text)):
         return " (the pattern matches, but its match holds no match of the rule's anchor)"
     return ""

@@ -331,9 +331,8 @@ class HyperscanMatcher:
             exprs.append(expr)
             flags.append(position_flags)
             ids.append(i)
-        text_words = sorted({w for ws in (*self._text_context.values(), *self._text_keywords.values()) for w in ws},
-                            key=len, reverse=True)
-        self._text_finder = _WordFinder(text_words)
+        self._text_finder = _WordFinder([w for ws in (*self._text_context.values(), *self._text_keywords.values())
+                                         for w in ws])
         self._db: Any = None
         if exprs:
             self._db = self._load_or_compile(exprs, ids, flags, rules)

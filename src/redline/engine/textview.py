@@ -28,6 +28,7 @@ def ascii_bytes(text: str) -> bytes:
     """One byte per character: non-ASCII characters become the stand-in 0x1a."""
     return text.encode("ascii", "redline-sub")
 
+
 # How much the ASCII decoder checks at a time when looking for non-ASCII bytes (its result is thrown away).
 _PROBE_BYTES = 1 << 18
 # Above this share of non-ASCII characters, holding the real text whole is cheaper than patching it in.
@@ -217,8 +218,7 @@ class TextView:
         # The byte view is built alongside when the source came with one (see Chunk.ascii_bytes).
         data = memoryview(source.data) if narrow and source.data is not None else None  # slices without copies
         bpieces: list[bytes | memoryview] = []
-        line_bytes: bytes | None = None
-        limit = max(256, len(raw) >> 10)
+        limit = max(256, int(len(raw) * SPARSE_MAX_SHARE))
         old_pos, old_chars = source.positions, source.chars
         positions: list[int] = []
         chars: list[str] = []
@@ -244,6 +244,7 @@ class TextView:
                     k += 1
                 while k < len(old_pos) and old_pos[k] < le:
                     k += 1  # re-found in the decoded line below
+                line_bytes: bytes | None = None
                 if narrow and not decoded.isascii():
                     line_bytes = _stand_in_line(decoded, vs, positions, chars)
                     decoded = line_bytes.decode("ascii")
@@ -255,7 +256,6 @@ class TextView:
                 if data is not None:
                     bpieces.append(data[prev:ls])
                     bpieces.append(line_bytes if line_bytes is not None else decoded.encode("ascii"))
-                    line_bytes = None
                 else:
                     pieces.append(raw[prev:ls])
                     pieces.append(decoded)
