@@ -310,8 +310,7 @@ class Scanner:
         A match lies within that of an anchor, so it lies inside a window; windows that touch are merged,
         so no match runs across the start of a window, and the regex sees enough characters past a window's
         end (its width and lookahead reach, at most ``_LOOKAHEAD``) that lookaheads behave as on the whole
-        text. The findings are therefore exactly those
-        of running over the whole text.
+        text. The findings are therefore exactly those of running over the whole text.
         """
         n = len(chunk.text)
         windows: list[list[int]] = []
