@@ -31,7 +31,10 @@ from redline.engine.rules import (
 from redline.engine.textview import Chunk, TextView
 
 MAX_LINE_CHARS = 1024 * 1024
-STREAM_CHUNK_CHARS = 4 * 1024 * 1024
+# Streams are scanned in chunks of about this size. Each chunk is walked by several passes (decoding, the
+# escape view, two Hyperscan scans, the class mapping); a chunk that stays in a core's cache between them is
+# scanned about 10 % faster than a 4 MB one, and costs no more in per-chunk work.
+STREAM_CHUNK_CHARS = 512 * 1024
 ALLOW_MARKER = "redline:allow"
 _LOOKAHEAD = 64
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
@@ -42,6 +45,9 @@ _SPEAKER = re.compile(
 )
 _TIMESTAMP_LINE = re.compile(r"[ \t]*(?:\[?\d{4}-\d{2}-\d{2}|\d{2}:\d{2}:\d{2}|(?:INFO|WARN|ERROR|DEBUG)\b)")
 _MAX_TRANSCRIPT_CHARS = 256 * 1024
+# How far back from a chunk's end a construct that spans lines (a private key, a transcript, a conversation
+# in pretty-printed JSON) may begin and still be carried into the next chunk when the end cuts through it.
+MAX_CARRY_CHARS = _MAX_TRANSCRIPT_CHARS
 # JSON whitespace is ASCII; in ASCII mode the pattern also reads text with stand-ins as it reads the real one.
 _MESSAGE_TEXT = re.compile(r'"(?:content|text)"\s*:\s*"(?:[^"\\]|\\.)', re.ASCII)
 # How far before a window rules may look behind (lookbehinds are short; this is a generous bound): a rule
@@ -137,8 +143,9 @@ def _json_container_end(text: str, open_pos: int, limit: int) -> int:
     return -1
 
 
-def _transcript_end(chunk: Chunk, start: int) -> tuple[int, int, int]:
-    """Extend a transcript from its first speaker line: (end, turns, distinct speakers)."""
+def _transcript_end(chunk: Chunk, start: int) -> tuple[int, int, int, bool]:
+    """Extend a transcript from its first speaker line: (end, turns, distinct speakers, whether it ran into
+    the end of the text, which may cut it short)."""
     text = chunk.text
     sparse = bool(chunk.positions)
     pos = start
@@ -161,16 +168,16 @@ def _transcript_end(chunk: Chunk, start: int) -> tuple[int, int, int]:
         elif not line.strip():
             blank_run += 1
             if blank_run > 1:
-                break
+                return end, turns, len(speakers), False
         elif turns and not _TIMESTAMP_LINE.match(line):
             end = line_end
             blank_run = 0
         else:
-            break
+            return end, turns, len(speakers), False
         if nl == -1:
             break
         pos = nl + 1
-    return end, turns, len(speakers)
+    return end, turns, len(speakers), limit == n
 
 
 class Scanner:
@@ -262,14 +269,35 @@ class Scanner:
 
     def scan_chunk(self, chunk: Chunk) -> list[Finding]:
         """Findings in ``chunk`` (see :meth:`Chunk.from_bytes`); offsets are character offsets into its text."""
+        return self._scan(chunk, final=True)[0]
+
+    def scan_chunks(
+        self, stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS
+    ) -> Iterator[tuple[Chunk, list[Finding], int]]:
+        """Scan a stream chunk by chunk, with bounded memory. Yields each chunk, its findings (offsets into the
+        chunk's text) and how many of its characters they cover: all of them, unless the chunk's end cuts
+        through a construct that spans lines (a private key, a transcript, a conversation in pretty-printed
+        JSON). The text from that construct's line on is then left out and comes again at the start of the
+        next chunk, so the construct is found whole."""
+        reader = _Reader(stream, chunk_chars)
+        for piece in reader:
+            chunk = _as_chunk(piece)
+            findings, length = self._scan(chunk, final=reader.last)
+            if length < len(chunk):
+                reader.hold(piece[chunk.utf8_offset(length):] if isinstance(piece, bytes) else piece[length:])
+            yield chunk, findings, length
+
+    def _scan(self, chunk: Chunk, *, final: bool) -> tuple[list[Finding], int]:
+        """The findings of ``chunk`` and how much of it they cover (see :meth:`scan_chunks`); ``final``: no text
+        follows the chunk, so nothing is left for the next one."""
         if not chunk.text:
-            return []
+            return [], 0
         view = TextView(chunk, decode_json=self.decode_json)
         vchunk = view.chunk
         vtext = vchunk.text
         located = self.matcher.locate(vtext, vchunk.ascii_bytes(), vchunk.real if vchunk.positions else None)
         widths, n = self._width, len(vtext)
-        found = _Found()
+        found = _Found(None if final else max(0, n - MAX_CARRY_CHARS))
         # Every match lies within its rule's width (plus slack) of an anchor, so the regex runs only there:
         # in merged windows for rules of bounded width, else on the lines around the anchors.
         for i, anchors in located.anchors.items():
@@ -289,15 +317,19 @@ class Scanner:
                 self._extract(i, vchunk, [(0, n, None)], found)
             elif starts:
                 self._extract(i, vchunk, [(starts[0], n, None)], found, starts=starts)
-        return self._finish(found, view) if found else []
+        findings = self._finish(found, view) if found else []
+        if found.open_from is None:
+            return findings, len(chunk)
+        length = view.to_raw(found.open_from)
+        return [f for f in findings if f.start < length], length
 
     def scan_stream(self, stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Finding]:
         """Scan a stream in chunks cut at newlines, with bounded memory; offsets are absolute."""
         base = 0
-        for chunk in iter_chunks(stream, chunk_chars):
-            for f in self.scan_chunk(chunk):
+        for _, findings, length in self.scan_chunks(stream, chunk_chars):
+            for f in findings:
                 yield f.shifted(base)
-            base += len(chunk)
+            base += length
 
     # -- internals ------------------------------------------------------------------------------------------
 
@@ -337,6 +369,7 @@ class Scanner:
         text = chunk.text
         sparse = bool(chunk.positions)
         patch = sparse and not self._uniform[i]
+        reached = -1  # where the last match ends
         for a, b, stop in spans:
             # A rule that tells non-ASCII characters apart runs on the real text of the part, with room behind
             # it for lookbehinds; offsets in it are shifted by ``base``.
@@ -350,6 +383,7 @@ class Scanner:
                 start, end = m.start() + base, m.end() + base
                 if stop is not None and start >= stop:
                     break
+                reached = end
                 if extend is not None and start < out.covered.get(rule.id, -1):
                     # Inside a conversation this rule already extended over (the next speaker line of a
                     # transcript): extending again would only find a part of it, at a cost that grows with
@@ -379,6 +413,15 @@ class Scanner:
                     if confidence is None:
                         continue
                 out.append((rule, vs, ve, confidence))
+        if starts and out.open_limit is not None:
+            # A place where a match would begin, after the last match, that does not match: the end of the
+            # text may cut it short (a private key whose END line comes in the next chunk).
+            width = self._width[i]
+            after = max(out.open_limit, reached)
+            for p in starts:
+                if p >= after and (width is None or p + width > len(text)):
+                    out.cut_short(text, p)
+                    break
 
     @staticmethod
     def _extend(rule: Rule, chunk: Chunk, start: int, end: int, found: _Found) -> int | None:
@@ -391,8 +434,11 @@ class Scanner:
             # "messages": [ and [{"role": open the same array: its end is found once per scan.
             close = found.containers.get(open_pos)
             if close is None:
-                close = _json_container_end(text, open_pos, min(len(text), open_pos + _MAX_TRANSCRIPT_CHARS))
+                limit = min(len(text), open_pos + _MAX_TRANSCRIPT_CHARS)
+                close = _json_container_end(text, open_pos, limit)
                 found.containers[open_pos] = close
+                if close == -1 and limit == len(text):
+                    found.cut_short(text, start)
             if close == -1:
                 nl = text.find("\n", end)
                 close = len(text) if nl == -1 else nl
@@ -402,7 +448,9 @@ class Scanner:
             return close
         if rule.extend == "transcript":
             # The first turn may follow a log prefix on its line; the next turns start their own lines.
-            t_end, turns, speakers = _transcript_end(chunk, start)
+            t_end, turns, speakers, cut_short = _transcript_end(chunk, start)
+            if cut_short:
+                found.cut_short(text, start)
             if turns < rule.min_turns or speakers < min(2, rule.min_turns):
                 return None
             return t_end
@@ -447,15 +495,28 @@ class Scanner:
 
 
 class _Found(list[tuple[Rule, int, int, str]]):
-    """The matches of one scan; where the JSON containers met so far end (keyed by opening bracket); and, per
-    extending rule, where its last extended match ends."""
+    """The matches of one scan; where the JSON containers met so far end (keyed by opening bracket); per
+    extending rule, where its last extended match ends; and where the earliest construct that the end of the
+    text may have cut short begins its line (``open_from``), when the text is not the last of its stream."""
 
-    __slots__ = ("containers", "covered")
+    __slots__ = ("containers", "covered", "open_from", "open_limit")
 
-    def __init__(self) -> None:
+    def __init__(self, open_limit: int | None = None) -> None:
         super().__init__()
         self.containers: dict[int, int] = {}
         self.covered: dict[str, int] = {}
+        # Constructs that begin before this are not carried (None: the text is whole, nothing is carried).
+        self.open_limit = open_limit
+        self.open_from: int | None = None
+
+    def cut_short(self, text: str, pos: int) -> None:
+        """A construct beginning at ``pos`` runs into the end of ``text``."""
+        if self.open_limit is None or pos < self.open_limit:
+            return
+        line_start = text.rfind("\n", 0, pos) + 1
+        # A construct that starts the text is not carried: the next chunk would begin with it again.
+        if line_start and (self.open_from is None or line_start < self.open_from):
+            self.open_from = line_start
 
 
 def _line_end(text: str, pos: int) -> int:
@@ -509,68 +570,114 @@ def _strongest_first(items: list[_Candidate]) -> list[_Candidate]:
 
 def iter_text_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[str]:
     """Yield text chunks that end at a newline (except the last), each about ``chunk_chars`` long."""
-    for chunk in _pieces(stream, chunk_chars):
+    for chunk in _Reader(stream, chunk_chars):
         yield chunk if isinstance(chunk, str) else str(chunk, "utf-8", "surrogateescape")
 
 
 def iter_chunks(stream: IO[str] | IO[bytes], chunk_chars: int = STREAM_CHUNK_CHARS) -> Iterator[Chunk]:
     """Like :func:`iter_text_chunks`, as :class:`Chunk` s: bytes that are ASCII but for a few characters are
     held sparse (see ``Chunk.from_bytes``), which is how the scanner reads them fastest."""
-    for chunk in _pieces(stream, chunk_chars):
-        yield Chunk(chunk) if isinstance(chunk, str) else Chunk.from_bytes(chunk)
+    for chunk in _Reader(stream, chunk_chars):
+        yield _as_chunk(chunk)
 
 
-def _pieces(stream: IO[str] | IO[bytes], chunk_chars: int) -> Iterator[str | bytes]:
-    first = stream.read(chunk_chars)
-    if isinstance(first, bytes):
-        yield from _byte_chunks(stream, first, chunk_chars)  # type: ignore[arg-type]
-        return
-    pending = ""
-    data: str = first
-    while data:
-        pending += data
-        data = stream.read(chunk_chars)  # type: ignore[assignment]
-        cut = pending.rfind("\n")
-        if cut == -1:
-            if len(pending) < MAX_LINE_CHARS * 4:
-                continue
-            cut = len(pending) - 1
-        yield pending[: cut + 1]
-        pending = pending[cut + 1:]
-    if pending:
-        yield pending
+def _as_chunk(piece: str | bytes) -> Chunk:
+    return Chunk(piece) if isinstance(piece, str) else Chunk.from_bytes(piece)
 
 
-def _byte_chunks(stream: IO[bytes], data: bytes, chunk_bytes: int) -> Iterator[bytes]:
-    """Cut at newlines in the bytes, so that each piece decodes on its own: a newline byte never sits inside
-    a UTF-8 sequence, so the pieces decode exactly as the whole would. Each piece is copied once (the part of
-    a line left over from the previous read joined to this read's complete lines)."""
-    tail = b""
-    while data:
-        cut = data.rfind(b"\n")
-        if cut == -1:
-            buf = tail + data
-            if len(buf) < MAX_LINE_CHARS * 4:
-                tail = buf
-                data = stream.read(chunk_bytes)
-                continue
-            # No newline for a long stretch: cut where a decoder fed all of it stands between two characters
-            # (bytes that are not UTF-8 make walking back over continuation bytes unreliable).
-            decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
-            decoder.decode(buf, final=False)
-            cut = len(buf) - len(decoder.getstate()[0]) - 1
-            if cut < 0:
-                tail = buf
-                data = stream.read(chunk_bytes)
-                continue
-            yield buf[: cut + 1]
-            tail = buf[cut + 1:]
-        else:
-            yield b"".join((tail, memoryview(data)[: cut + 1])) if tail or cut + 1 < len(data) else data
-            tail = data[cut + 1:]
-        data = stream.read(chunk_bytes)
-    if tail:
-        yield tail
+class _Reader:
+    """The pieces of a stream (bytes or text), cut after newlines, each about ``size`` long.
+
+    ``last`` tells whether the piece just yielded is the stream's last; :meth:`hold` gives back the end of
+    that piece, to come first in the next one. Bytes are cut at newlines, so that each piece decodes on its
+    own (a newline byte never sits inside a UTF-8 sequence, so the pieces decode exactly as the whole would);
+    each is copied once (held text, the part of a line left over from the previous read, and this read's
+    complete lines joined).
+    """
+
+    def __init__(self, stream: IO[str] | IO[bytes], size: int) -> None:
+        self.stream = stream
+        self.size = size
+        self.last = False
+        self._held: str | bytes = b""
+
+    def hold(self, rest: str | bytes) -> None:
+        if self.last:
+            raise ValueError("nothing follows the last piece")
+        self._held = rest
+
+    def _take(self) -> str | bytes:
+        held = self._held
+        self._held = held[:0]
+        return held
+
+    def __iter__(self) -> Iterator[str | bytes]:
+        first = self.stream.read(self.size)
+        if isinstance(first, bytes):
+            self._held = b""
+            return self._bytes(first)
+        self._held = ""
+        return self._text(first)
+
+    def _text(self, data: str) -> Iterator[str]:
+        pending = ""
+        read = self.stream.read
+        while data:
+            pending += data
+            data = read(self.size)  # type: ignore[assignment]
+            cut = pending.rfind("\n")
+            if cut == -1:
+                if len(pending) < MAX_LINE_CHARS * 4:
+                    continue
+                cut = len(pending) - 1
+            held = self._take()
+            assert isinstance(held, str)
+            piece, pending = held + pending[: cut + 1], pending[cut + 1:]
+            self.last = not data and not pending
+            yield piece
+        held = self._take()
+        assert isinstance(held, str)
+        if pending or held:
+            self.last = True
+            yield held + pending
+
+    def _bytes(self, data: bytes) -> Iterator[bytes]:
+        tail = b""
+        read = self.stream.read
+        while data:
+            cut = data.rfind(b"\n")
+            if cut == -1:
+                buf = tail + data
+                data = read(self.size)  # type: ignore[assignment]
+                if len(buf) < MAX_LINE_CHARS * 4:
+                    tail = buf
+                    continue
+                # No newline for a long stretch: cut where a decoder fed all of it stands between two
+                # characters (bytes that are not UTF-8 make walking back over continuation bytes unreliable).
+                decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+                decoder.decode(buf, final=False)
+                cut = len(buf) - len(decoder.getstate()[0]) - 1
+                if cut < 0:
+                    tail = buf
+                    continue
+                held = self._take()
+                assert isinstance(held, bytes)
+                piece = b"".join((held, memoryview(buf)[: cut + 1]))
+                tail = buf[cut + 1:]
+            else:
+                held = self._take()
+                assert isinstance(held, bytes)
+                piece = (b"".join((held, tail, memoryview(data)[: cut + 1]))
+                         if held or tail or cut + 1 < len(data) else data)
+                tail = data[cut + 1:]
+                data = read(self.size)  # type: ignore[assignment]
+            self.last = not data and not tail
+            yield piece
+        held = self._take()
+        assert isinstance(held, bytes)
+        if tail or held:
+            self.last = True
+            yield held + tail
 
 
 _DEFAULT: Scanner | None = None

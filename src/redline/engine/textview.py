@@ -74,6 +74,15 @@ class Chunk:
         k = bisect_left(pos, lo)
         return k < len(pos) and pos[k] < hi
 
+    def utf8_offset(self, i: int) -> int:
+        """Where character ``i`` begins in the UTF-8 form of the real text (``surrogateescape``: a character
+        that stands for an undecodable byte is that one byte)."""
+        if self.positions:
+            k = bisect_left(self.positions, i)
+            return i + sum(len(c.encode("utf-8", "surrogateescape")) - 1 for c in self.chars[:k])
+        head = self.text[:i]
+        return i if head.isascii() else len(head.encode("utf-8", "surrogateescape"))
+
     def real(self, lo: int, hi: int) -> str:
         """The real text of ``[lo, hi)``."""
         text, pos = self.text, self.positions

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from redline.engine import Chunk, Finding, Scanner, iter_chunks
+from redline.engine import Chunk, Finding, Scanner
 from redline.engine.scanner import STREAM_CHUNK_CHARS
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -150,9 +150,9 @@ class _LineIndex:
         self._pos = offset
         return self._line, offset - (text.rfind("\n", 0, offset) + 1)
 
-    def lines(self) -> int:
-        """Newlines in the whole chunk, counting on from the last offset asked about."""
-        return self._line - self.first_line + self.text.count("\n", self._pos)
+    def lines(self, end: int) -> int:
+        """Newlines before ``end``, counting on from the last offset asked about."""
+        return self._line - self.first_line + self.text.count("\n", self._pos, end)
 
 
 def finding_record(
@@ -190,17 +190,16 @@ def scan_stream_records(
     on_chunk: Callable[[int], None] | None = None,
 ) -> Iterator[dict[str, Any]]:
     line = 1
-    for chunk in iter_chunks(stream):
-        findings = scanner.scan_chunk(chunk)
+    for chunk, findings, length in scanner.scan_chunks(stream):
         if findings:
             index = _LineIndex(chunk.text, line)
             for f in findings:
                 yield finding_record(f, path, index, chunk, reveal=reveal)
-            line += index.lines()
+            line += index.lines(length)
         else:
-            line += chunk.text.count("\n")
+            line += chunk.text.count("\n", 0, length)
         if on_chunk is not None:
-            on_chunk(len(chunk))
+            on_chunk(length)
 
 
 def scan_file(
