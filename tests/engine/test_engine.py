@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 import re
 from itertools import pairwise
 
@@ -471,3 +472,23 @@ def test_a_line_with_200000_findings_reports_them_all() -> None:
     findings = s.scan_text("a@b.cc " * 200_000)
     assert len(findings) == 200_000
     assert findings[-1].start == 7 * 199_999
+
+
+def test_one_line_patterns_are_told_from_those_that_may_hold_a_newline() -> None:
+    from redline.engine.rules import one_line
+
+    assert one_line(r"\bsk-[A-Za-z0-9]{20}") and one_line(r"[^\s\"']+") and one_line(r"a.b") and one_line(r"[\S]")
+    assert one_line(r"(?<=\s)key(?=\n)")  # lookarounds consume nothing
+    for pattern in (r"a\nb", r"a\sb", r"a[^x]b", r"(?s:a.b)", r"\D", r"[^\S]", r"(a)\1", r"x|[\n]"):
+        assert not one_line(pattern), pattern
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_wide_rule_finds_its_value_between_long_lines(backend: str) -> None:
+    s = Scanner(backend=backend, fingerprint_key=KEY)
+    filler = "x" * 700
+    rng = random.Random(5)
+    line = "config api_key=" + "".join(rng.choice("ABCDEFGHJKabcdefghjk0123456789") for _ in range(200))
+    text = f"{filler}\n{line}\n{filler}"
+    [f] = [f for f in s.scan_text(text) if f.type == "generic-api-key"]
+    assert text[f.start:f.end] == line.split("=", 1)[1]

@@ -129,6 +129,69 @@ def _plain(code: int) -> bool:
     return code < 0x80 and code != 0x1A
 
 
+def one_line(pattern: str) -> bool:
+    """Whether no match of the pattern can hold a newline: every character it consumes comes from a set
+    without one. Such a pattern's matches lie on one line, and its windows can be cut to their lines."""
+    parsed = parse_pattern(pattern)
+    return parsed is not None and _one_line_ops(parsed.data, bool(parsed.state.flags & re.DOTALL))
+
+
+# Character categories (``\s``, ``\D``, ...) that hold a newline.
+_NEWLINE_CATEGORIES = ("CATEGORY_SPACE", "CATEGORY_NOT_DIGIT", "CATEGORY_NOT_WORD", "CATEGORY_LINEBREAK",
+                       "CATEGORY_UNI_SPACE", "CATEGORY_UNI_NOT_DIGIT", "CATEGORY_UNI_NOT_WORD",
+                       "CATEGORY_UNI_LINEBREAK")
+_SAFE_CATEGORIES = ("CATEGORY_NOT_SPACE", "CATEGORY_DIGIT", "CATEGORY_WORD", "CATEGORY_NOT_LINEBREAK",
+                    "CATEGORY_UNI_NOT_SPACE", "CATEGORY_UNI_DIGIT", "CATEGORY_UNI_WORD", "CATEGORY_UNI_NOT_LINEBREAK")
+
+
+def _holds_newline(items: Any) -> bool | None:
+    """Whether a character set (the items of ``[...]``) holds a newline; None when not sure."""
+    c = re._constants  # type: ignore[attr-defined]
+    negate = False
+    listed = False
+    for op, av in items:
+        if op is c.NEGATE:
+            negate = True
+        elif op is c.LITERAL:
+            listed = listed or av == 10
+        elif op is c.RANGE:
+            listed = listed or av[0] <= 10 <= av[1]
+        elif op is c.CATEGORY and str(av) in _NEWLINE_CATEGORIES:
+            listed = True
+        elif not (op is c.CATEGORY and str(av) in _SAFE_CATEGORIES):
+            return None
+    return listed != negate
+
+
+def _one_line_ops(ops: Any, dotall: bool) -> bool:
+    c = re._constants  # type: ignore[attr-defined]
+    for op, av in ops:
+        if op is c.LITERAL:
+            if av == 10:
+                return False
+        elif op is c.NOT_LITERAL:
+            if av != 10:
+                return False
+        elif op is c.ANY:
+            if dotall:
+                return False
+        elif op is c.IN or op is c.CATEGORY:
+            if _holds_newline(av if op is c.IN else [(op, av)]) is not False:
+                return False
+        elif op in (c.ASSERT, c.ASSERT_NOT, c.AT):
+            continue  # consumes nothing
+        elif op is c.SUBPATTERN:
+            _group, add, remove, inner = av
+            if not _one_line_ops(inner.data, (dotall or bool(add & re.DOTALL)) and not remove & re.DOTALL):
+                return False
+        elif subs := _children(op, av):
+            if not all(_one_line_ops(sub, dotall) for sub in subs):
+                return False
+        else:
+            return False  # a back-reference, or something not known here
+    return True
+
+
 def literal_prefix(pattern: str) -> str | None:
     """The fixed string every match begins with, if at least three characters long (case-sensitive)."""
     parsed = parse_pattern(pattern)

@@ -26,6 +26,7 @@ from redline.engine.rules import (
     load_rule_paths,
     lookahead_reach,
     match_width,
+    one_line,
     uniform,
 )
 from redline.engine.textview import Chunk, TextView
@@ -233,14 +234,16 @@ class Scanner:
         # How far past a window's last start the regex needs the text: a match starting there is at most its
         # width long and its lookaheads look at most this far past it. Within that the window is exact; a
         # shorter tail than _LOOKAHEAD also spares the regex engine trying starts that cannot match.
-        self._tail = [
-            min(_LOOKAHEAD, w + la) if w is not None and (la := facts.get("lookahead", r.pattern, lookahead_reach,
-                                                                        r.pattern)) is not None
-            else _LOOKAHEAD
-            for r, w in zip(self.rules, self._width, strict=True)
-        ]
+        ahead = [facts.get("lookahead", r.pattern, lookahead_reach, r.pattern) for r in self.rules]
+        self._tail = [min(_LOOKAHEAD, w + la) if w is not None and la is not None else _LOOKAHEAD
+                      for w, la in zip(self._width, ahead, strict=True)]
+        # How far past a match's end its lookaheads look: all a window needs past a line end.
+        self._ahead = [min(_LOOKAHEAD, la) if la is not None else _LOOKAHEAD for la in ahead]
         # Rules that run on text with stand-ins for non-ASCII characters as on the real text.
         self._uniform = [facts.get("uniform", r.pattern, uniform, r.pattern) for r in self.rules]
+        # Rules whose matches never hold a newline: their windows are cut to the lines a match can be on.
+        self._one_line = [not r.multiline and facts.get("one-line", r.pattern, one_line, r.pattern)
+                          for r in self.rules]
         self.matcher: Matcher = make_matcher(self.rules, backend)
         self.fingerprint = Fingerprinter(fingerprint_key)
         self.baseline = frozenset(baseline)
@@ -303,9 +306,7 @@ class Scanner:
         for i, anchors in located.anchors.items():
             width = widths[i]
             if width is not None:
-                slack = located.slack[i]
-                self._extract_windows(i, vchunk, anchors, width + slack,
-                                      slack if i in located.at_end else width + slack, found)
+                self._extract_windows(i, vchunk, anchors, located.slack[i], i in located.at_end, found)
             else:
                 self._extract(i, vchunk, [(ls, le, None) for ls, le in _lines_near(vtext, anchors, located.slack[i])],
                               found)
@@ -334,26 +335,47 @@ class Scanner:
     # -- internals ------------------------------------------------------------------------------------------
 
     def _extract_windows(
-        self, i: int, chunk: Chunk, anchors: list[int], reach: int, after: int, out: _Found,
+        self, i: int, chunk: Chunk, anchors: list[int], slack: int, at_end: bool, out: _Found,
     ) -> None:
-        """Run the rule's regex only within ``reach`` characters before an anchor and ``after`` characters
-        after it (``reach`` too, unless the anchors are where matches end).
+        """Run the rule's regex only within its width plus ``slack`` characters before an anchor and as many
+        after it (``slack`` when ``at_end``: the anchors are where matches end).
 
         A match lies within that of an anchor, so it lies inside a window; windows that touch are merged,
         so no match runs across the start of a window, and the regex sees enough characters past a window's
         end (its width and lookahead reach, at most ``_LOOKAHEAD``) that lookaheads behave as on the whole
         text. The findings are therefore exactly those of running over the whole text.
+
+        A match also touches the ``slack`` characters around its anchor (or the character before them); for
+        a rule whose matches hold no newline, the window is cut to the lines those characters are on. Wide
+        rules (a generic ``api_key=`` with a value of up to 256 characters) then search a log line, not
+        several.
         """
-        n = len(chunk.text)
+        text = chunk.text
+        n = len(text)
+        # [first start, last start + 1, end of the text the regex sees]
         windows: list[list[int]] = []
+        one_line, ahead = self._one_line[i], self._ahead[i]
+        reach = self._width[i] + slack  # type: ignore[operator]  # windows are for rules of bounded width
+        after = slack if at_end else reach
+        # Past the last start, the text a match starting there may need (a match that ends at its anchor
+        # needs only what its lookaheads look at).
+        tail = ahead if at_end else self._tail[i]
+        rfind, find = text.rfind, text.find
         for p in sorted(anchors):
             lo, hi = max(0, p - reach), min(n, p + after)
+            end = hi + tail
+            if one_line:
+                lo = max(lo, rfind("\n", lo, max(lo, p - slack - 1)) + 1)
+                nl = find("\n", min(hi, p + slack), hi)
+                if nl != -1:
+                    # No match runs past the newline; the regex sees past it only as far as it looks ahead.
+                    hi, end = nl, nl + ahead
             if windows and lo <= windows[-1][1]:
-                windows[-1][1] = max(windows[-1][1], hi)
+                last = windows[-1]
+                last[1], last[2] = max(last[1], hi), max(last[2], end)
             else:
-                windows.append([lo, hi])
-        tail = self._tail[i]
-        self._extract(i, chunk, [(lo, min(n, hi + tail), hi) for lo, hi in windows], out)
+                windows.append([lo, hi, end])
+        self._extract(i, chunk, [(lo, min(n, end), hi) for lo, hi, end in windows], out)
 
     def _extract(
         self, i: int, chunk: Chunk, spans: list[tuple[int, int, int | None]], out: _Found,

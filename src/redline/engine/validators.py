@@ -135,8 +135,11 @@ def _base64_len(arg: str) -> Validator:
     return check
 
 
+_NOT_DIGIT = re.compile(r"[^0-9]+")
+
+
 def _digits(v: str) -> str:
-    return "".join(c for c in v if c.isdigit())
+    return _NOT_DIGIT.sub("", v)
 
 
 def luhn(v: str) -> bool:
@@ -161,8 +164,11 @@ _ISSUERS: tuple[tuple[tuple[tuple[int, int], ...], tuple[int, ...]], ...] = (
 
 def card(v: str) -> bool:
     digits = _digits(v)
-    if not luhn(digits) or len(set(digits)) < 3:
-        return False
+    # The issuer ranges first: they turn away most numbers (timestamps, ids) before the checksum is computed.
+    return _known_issuer(digits) and len(set(digits)) >= 3 and luhn(digits)
+
+
+def _known_issuer(digits: str) -> bool:
     for ranges, lengths in _ISSUERS:
         if len(digits) not in lengths:
             continue
