@@ -28,7 +28,11 @@ Real = Callable[[int, int], str]
 BACKEND_ENV = "REDLINE_BACKEND"
 # The regular expression parser is private API; without it, class expressions are simply not used.
 _C: Any = getattr(re, "_constants", None)
+
+
 def asciify_pattern(pattern: str) -> str:
+    if pattern.isascii():
+        return pattern
     return "".join(c if ord(c) < 128 else "\\x1a" for c in pattern)
 
 

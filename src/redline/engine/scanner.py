@@ -354,8 +354,10 @@ class Scanner:
         n = len(text)
         # [first start, last start + 1, end of the text the regex sees]
         windows: list[list[int]] = []
-        one_line, ahead = self._one_line[i], self._ahead[i]
+        ahead = self._ahead[i]
         reach = self._width[i] + slack  # type: ignore[operator]  # windows are for rules of bounded width
+        # Short windows are not worth the two searches for their lines.
+        one_line = self._one_line[i] and reach > _LOOKAHEAD
         after = slack if at_end else reach
         # Past the last start, the text a match starting there may need (a match that ends at its anchor
         # needs only what its lookaheads look at).
