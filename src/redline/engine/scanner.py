@@ -34,7 +34,7 @@ from redline.engine.textview import Chunk, TextView
 MAX_LINE_CHARS = 1024 * 1024
 # Streams are scanned in chunks of about this size. Each chunk is walked by several passes (decoding, the
 # escape view, two Hyperscan scans, the class mapping); a chunk that stays in a core's cache between them is
-# scanned about 10 % faster than a 4 MB one, and costs no more in per-chunk work.
+# scanned about 7 % faster than a 4 MB one, and costs no more in per-chunk work.
 STREAM_CHUNK_CHARS = 512 * 1024
 ALLOW_MARKER = "redline:allow"
 _LOOKAHEAD = 64
@@ -630,9 +630,14 @@ class _Reader:
             raise ValueError("nothing follows the last piece")
         self._held = rest
 
-    def _take(self) -> str | bytes:
-        held = self._held
-        self._held = held[:0]
+    def _take_text(self) -> str:
+        held, self._held = self._held, ""
+        assert isinstance(held, str)
+        return held
+
+    def _take_bytes(self) -> bytes:
+        held, self._held = self._held, b""
+        assert isinstance(held, bytes)
         return held
 
     def __iter__(self) -> Iterator[str | bytes]:
@@ -654,16 +659,13 @@ class _Reader:
                 if len(pending) < MAX_LINE_CHARS * 4:
                     continue
                 cut = len(pending) - 1
-            held = self._take()
-            assert isinstance(held, str)
-            piece, pending = held + pending[: cut + 1], pending[cut + 1:]
+            piece, pending = self._take_text() + pending[: cut + 1], pending[cut + 1:]
             self.last = not data and not pending
             yield piece
-        held = self._take()
-        assert isinstance(held, str)
-        if pending or held:
+        rest = self._take_text() + pending
+        if rest:
             self.last = True
-            yield held + pending
+            yield rest
 
     def _bytes(self, data: bytes) -> Iterator[bytes]:
         tail = b""
@@ -684,24 +686,20 @@ class _Reader:
                 if cut < 0:
                     tail = buf
                     continue
-                held = self._take()
-                assert isinstance(held, bytes)
-                piece = b"".join((held, memoryview(buf)[: cut + 1]))
+                piece = b"".join((self._take_bytes(), memoryview(buf)[: cut + 1]))
                 tail = buf[cut + 1:]
             else:
-                held = self._take()
-                assert isinstance(held, bytes)
+                held = self._take_bytes()
                 piece = (b"".join((held, tail, memoryview(data)[: cut + 1]))
                          if held or tail or cut + 1 < len(data) else data)
                 tail = data[cut + 1:]
                 data = read(self.size)  # type: ignore[assignment]
             self.last = not data and not tail
             yield piece
-        held = self._take()
-        assert isinstance(held, bytes)
-        if tail or held:
+        rest = self._take_bytes() + tail
+        if rest:
             self.last = True
-            yield held + tail
+            yield rest
 
 
 _DEFAULT: Scanner | None = None
