@@ -358,6 +358,44 @@ def test_class_forms_cover_arbitrary_digit_text(all_rules: list[Rule], text: str
         _class_form_covers(rule, rx, text)
 
 
+def _head_anchors(all_rules: list[Rule]) -> list[tuple[Rule, re.Pattern[bytes]]]:
+    from redline.engine.matcher import class_anchor
+
+    out = []
+    for rule in all_rules:
+        form = None if rule.keywords or rule.multiline else class_anchor(rule.pattern)
+        if form is not None and not form[1]:
+            out.append((rule, re.compile(form[0], re.DOTALL)))
+    return out
+
+
+def _head_anchor_inside(rule: Rule, rx: re.Pattern[bytes], text: str) -> None:
+    """Every real match holds a match of the head form that starts at it or one before and ends inside it."""
+    from redline.engine.matcher import _CLASS_TABLE
+    from redline.engine.textview import ascii_bytes
+
+    data = ascii_bytes(text).translate(_CLASS_TABLE)
+    for m in rule.regex.finditer(text):
+        s, t = m.span()
+        assert any(rx.match(data, s2, t) for s2 in {max(s - 1, 0), s}), (rule.id, text, m.span())
+
+
+def test_head_anchors_lie_inside_every_example(all_rules: list[Rule]) -> None:
+    heads = _head_anchors(all_rules)
+    assert {r.id for r, _ in heads} == {"iban"}  # the one pattern ending in a variable repeat of a group
+    for rule, rx in heads:
+        for ex in rule.examples:
+            _head_anchor_inside(rule, rx, ex.text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["GB82", "DE", "44", "WEST", "1234", "5698", "76", " ", "7", "AB", "-", "x", "\n"]),
+                max_size=24).map("".join))
+def test_head_anchors_lie_inside_iban_like_text(all_rules: list[Rule], text: str) -> None:
+    for rule, rx in _head_anchors(all_rules):
+        _head_anchor_inside(rule, rx, text)
+
+
 def test_class_expression_shapes() -> None:
     from redline.engine.matcher import class_expression
 
