@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 from pathlib import Path
 
@@ -149,3 +150,29 @@ def test_truncated_gzip_is_an_error(tmp_path: Path, capsys: pytest.CaptureFixtur
     with pytest.raises(SystemExit) as info:
         main(["redact", str(gz), "-o", str(tmp_path / "o.gz")])
     assert info.value.code == 2 and "read failed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cut_line", [1, 2, 3])
+def test_a_private_key_cut_by_a_chunk_boundary_is_redacted(tmp_path: Path, scanner: Scanner, cut_line: int) -> None:
+    """The file is read in chunks; a key whose lines fall in two of them must still be found and replaced."""
+    import random
+
+    from redline import synth
+    from redline.redact.stream import StreamRedactor, redact_source
+
+    pem = synth._pem(random.Random(3))
+    head = "".join(f"2025-01-06 00:00:{i % 60:02d} INFO worker idle\n" for i in range(80))  # longer than the key
+    text = head + pem + "\n2025-01-06 00:01:00 INFO done\n"
+    src = tmp_path / "app.log"
+    src.write_text(text)
+    size = len(head) + sum(len(line) + 1 for line in pem.split("\n")[:cut_line])  # a chunk ends inside the key
+    out = io.StringIO()
+
+    class Sink:
+        def write(self, s: str) -> None:
+            out.write(s)
+
+    redact_source(StreamRedactor(scanner, Policy.default()), str(src), Sink(), chunk_chars=size)  # type: ignore[arg-type]
+    for line in pem.split("\n")[1:-1]:  # the key's base64 lines
+        assert line not in out.getvalue()
+    assert out.getvalue() == redact_string(text, scanner, Policy.default())  # as if read whole

@@ -13,9 +13,9 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
-from redline.engine import Finding, Scanner, iter_text_chunks
+from redline.engine import Finding, Scanner
 from redline.redact.operators import Redactor, Replacement
 from redline.redact.policy import Policy
 from redline.redact.vault import Vault
@@ -80,9 +80,11 @@ class StreamRedactor:
             self.vault = Vault()
         self.line = 1
 
-    def redact_chunk(self, chunk: str) -> str:
-        """Redact text made of whole lines (the last may lack its newline)."""
-        findings = self.scanner.scan_text(chunk)
+    def redact_chunk(self, chunk: str, findings: list[Finding] | None = None) -> str:
+        """Redact text made of whole lines (the last may lack its newline); ``findings``: the scanner's, when
+        the caller has them already."""
+        if findings is None:
+            findings = self.scanner.scan_text(chunk)
         stats = self.stats
         stats.chars += len(chunk)
         nlines = chunk.count("\n")
@@ -104,6 +106,13 @@ class StreamRedactor:
         out.append(chunk[pos:])
         self.line += nlines
         return "".join(out)
+
+    def redact_stream(self, stream: IO[str] | IO[bytes], chunk_chars: int = CHUNK_CHARS) -> Iterator[str]:
+        """The redacted text of a stream, chunk by chunk. The scanner cuts the chunks: a private key or a
+        transcript that a chunk's end would cut through comes whole in the next one, so it is replaced
+        whole, never left in the output in two unrecognised halves."""
+        for chunk, findings, length in self.scanner.scan_chunks(stream, chunk_chars):
+            yield self.redact_chunk(chunk.real(0, length), findings)
 
     def _record(self, rec: str, findings: list[Finding], line_no: int) -> str:
         vault = self.vault if self.vault_scope != "record" else Vault()
@@ -249,8 +258,7 @@ def redact_source(redactor: StreamRedactor, path: str, sink: OutputSink | None,
         peek = getattr(stream, "peek", None)
         if peek is not None and b"\x00" in peek(8192)[:8192]:
             raise InputError(f"{path}: looks binary; not redacted")
-        for chunk in iter_text_chunks(stream, chunk_chars):
-            out = redactor.redact_chunk(chunk)
+        for out in redactor.redact_stream(stream, chunk_chars):
             if sink is not None:
                 sink.write(out)
     except (OSError, EOFError) as exc:
@@ -266,9 +274,7 @@ def redact_source(redactor: StreamRedactor, path: str, sink: OutputSink | None,
 
 def redact_string(text: str, scanner: Scanner, policy: Policy) -> str:
     """Redact a whole text as ``redline redact`` would (one file scope)."""
-    red = StreamRedactor(scanner, policy)
-    buf = io.StringIO(text)
-    return "".join(red.redact_chunk(c) for c in iter_text_chunks(buf, CHUNK_CHARS))
+    return "".join(StreamRedactor(scanner, policy).redact_stream(io.StringIO(text)))
 
 
 def open_output(path: str | None, compression: str | None) -> OutputSink:
