@@ -670,8 +670,9 @@ def _banned_chars(item: Any, ignorecase: bool) -> set[int] | None:
     return _single_char(item, ignorecase)
 
 
-def _class_form(items: Any, ignorecase: bool, blurred: list[bool], top: bool = False) -> str:
-    """``blurred`` gets an entry for every set that keeps more than one of digit, upper, lower apart."""
+def _class_form(items: Any, ignorecase: bool, blurred: list[bool], top: bool = False, ahead: bool = True) -> str:
+    """``blurred`` gets an entry for every set that keeps more than one of digit, upper, lower apart.
+    ``ahead``: a trailing "not before" becomes a consumed character (else it is dropped)."""
     ops = list(items)
     out: list[str] = []
     consumed_behind = False
@@ -712,7 +713,7 @@ def _class_form(items: Any, ignorecase: bool, blurred: list[bool], top: bool = F
             if direction < 0 and not consumed_behind and all(o in (_C.ASSERT, _C.ASSERT_NOT) for o, _ in ops[:k]):
                 consumed_behind = True
                 out.append(f"(?:\\A|{_class_set(allowed)})")
-            elif direction > 0 and k == len(ops) - 1:
+            elif direction > 0 and k == len(ops) - 1 and ahead:
                 out.append(f"(?:{_class_set(allowed)}|\\Z)")
         elif op in (_C.ASSERT, _C.ASSERT_NOT, _C.AT):
             continue  # dropping an assertion only lets more through
@@ -721,7 +722,7 @@ def _class_form(items: Any, ignorecase: bool, blurred: list[bool], top: bool = F
     return "".join(out)
 
 
-def class_expression(pattern: str, *, sharp: bool = False) -> bytes | None:
+def class_expression(pattern: str, *, sharp: bool = False, ahead: bool = True) -> bytes | None:
     """A pattern for the text mapped through ``_CLASS_TABLE`` that matches wherever ``pattern`` matches the
     text, ending at the match's end or one character after it; None when there is no such form.
 
@@ -731,13 +732,15 @@ def class_expression(pattern: str, *, sharp: bool = False) -> bytes | None:
     backreferences refuse the conversion, so the result is always a superset. ``sharp``: only when every
     character set of the pattern falls in one class (digits, or uppercase, or lowercase letters), which is
     when the class form is selective on its own (``[a-f0-9]{32}`` is not: any long word or number fits).
+    ``ahead=False``: without the character consumed for a trailing "not before", so the form ends where the
+    match does.
     """
     parsed = parse_pattern(pattern) if pattern.isascii() and _C is not None else None
     if parsed is None:
         return None
     try:
         blurred: list[bool] = []
-        expr = _class_form(parsed, bool(parsed.state.flags & re.IGNORECASE), blurred, top=True)
+        expr = _class_form(parsed, bool(parsed.state.flags & re.IGNORECASE), blurred, top=True, ahead=ahead)
         if sharp and blurred:
             return None
         if re.compile(expr.encode("ascii"), re.DOTALL).fullmatch(b"") is not None:
@@ -760,12 +763,11 @@ def class_anchor(pattern: str, *, sharp: bool = False) -> tuple[bytes, bool] | N
     parsed = parse_pattern(pattern)
     if whole is None or parsed is None or not _ends_in_group_repeat(parsed.data):
         return (whole, True) if whole is not None else None
-    form = whole.decode("ascii")
-    atoms = _top_level_atoms(form)
-    if atoms and form.endswith("|\\Z)") and form.startswith("(?:[", atoms[-1].start):
-        form = form[:atoms[-1].start]  # the consumed "not before" character
-    head = _trim_tail(form)
-    return (head.encode("ascii"), False) if head != form else (whole, True)
+    form = class_expression(pattern, sharp=sharp, ahead=False)
+    if form is None:
+        return whole, True
+    head = _trim_tail(form.decode("ascii"))
+    return (head.encode("ascii"), False) if head != form.decode("ascii") else (whole, True)
 
 
 def _ends_in_group_repeat(items: Any) -> bool:
