@@ -306,7 +306,7 @@ class Scanner:
         for i, anchors in located.anchors.items():
             width = widths[i]
             if width is not None:
-                self._extract_windows(i, vchunk, anchors, located.slack[i], i in located.at_end, found)
+                self._extract_windows(i, vchunk, anchors, width, located.slack[i], i in located.at_end, found)
             else:
                 self._extract(i, vchunk, [(ls, le, None) for ls, le in _lines_near(vtext, anchors, located.slack[i])],
                               found)
@@ -335,10 +335,10 @@ class Scanner:
     # -- internals ------------------------------------------------------------------------------------------
 
     def _extract_windows(
-        self, i: int, chunk: Chunk, anchors: list[int], slack: int, at_end: bool, out: _Found,
+        self, i: int, chunk: Chunk, anchors: list[int], width: int, slack: int, at_end: bool, out: _Found,
     ) -> None:
-        """Run the rule's regex only within its width plus ``slack`` characters before an anchor and as many
-        after it (``slack`` when ``at_end``: the anchors are where matches end).
+        """Run the rule's regex only within ``width`` (its longest match) plus ``slack`` characters before an
+        anchor and as many after it (``slack`` when ``at_end``: the anchors are where matches end).
 
         A match lies within that of an anchor, so it lies inside a window; windows that touch are merged,
         so no match runs across the start of a window, and the regex sees enough characters past a window's
@@ -355,7 +355,7 @@ class Scanner:
         # [first start, last start + 1, end of the text the regex sees]
         windows: list[list[int]] = []
         ahead = self._ahead[i]
-        reach = self._width[i] + slack  # type: ignore[operator]  # windows are for rules of bounded width
+        reach = width + slack
         # Short windows are not worth the two searches for their lines.
         one_line = self._one_line[i] and reach > _LOOKAHEAD
         after = slack if at_end else reach
